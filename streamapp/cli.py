@@ -1,0 +1,97 @@
+"""The `streamapp` command: our own subcommands, and Faust's (worker, ...) for everything else.
+
+`streamapp worker -l info --web-port 6067` is exactly `faust -A streamapp.app worker ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from streamapp import datasets
+from streamapp.settings import ConfigError, Settings, documented
+
+OWN_COMMANDS = ("produce", "create-topics", "settings")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamapp",
+        description="Online learning on Kafka streams. Faust's commands (worker, ...) work too: "
+        "'streamapp worker -l info'.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    produce = commands.add_parser("produce", help="stream a dataset into the events topic")
+    produce.add_argument("--dataset", choices=sorted(datasets.DATASETS), default="card")
+    produce.add_argument("--rate", type=float, default=100.0, help="events/s; 0 = as fast as possible")
+    produce.add_argument("--limit", type=int, default=None, help="stop after this many events")
+    produce.add_argument("--seed", type=int, default=42)
+    produce.add_argument(
+        "--label-delay",
+        type=int,
+        default=0,
+        metavar="N",
+        help="send labels as separate messages N events after their event (0: inline)",
+    )
+    produce.add_argument("--no-key", action="store_true", help="send without keys (see STREAMAPP_KEY_FIELD)")
+    produce.add_argument("--topic", default=None, help="default: STREAMAPP_EVENTS_TOPIC")
+    produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    commands.add_parser("create-topics", help="create the events, predictions and dead-letter topics")
+    commands.add_parser("settings", help="print every STREAMAPP_* setting with its value")
+    return parser
+
+
+def _run_own(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env()
+    if args.command == "settings":
+        for name, default, doc in documented():
+            value = getattr(settings, name[len("STREAMAPP_") :].lower())
+            print(f"{name}={value}    # default {default!r}: {doc}")
+        return 0
+    if args.command == "create-topics":
+        from streamapp.topics import create_topics
+
+        for topic, status in asyncio.run(create_topics(settings)).items():
+            print(f"{topic}: {status} ({settings.partitions} partitions)")
+        return 0
+    from streamapp.producer import produce
+
+    if args.topic:
+        settings = Settings.from_env(events_topic=args.topic)
+    sent = asyncio.run(
+        produce(
+            settings,
+            args.dataset,
+            rate=args.rate,
+            limit=args.limit,
+            seed=args.seed,
+            label_delay=args.label_delay,
+            keyed=not args.no_key,
+            progress=not args.quiet,
+        )
+    )
+    print(f"produced {sent} events to {settings.events_topic}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in (*OWN_COMMANDS, "-h", "--help"):
+        try:
+            return _run_own(argv)
+        except ConfigError as exc:
+            print(f"streamapp: configuration error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+    from streamapp.app import app  # reads the settings; exits with a message when they are wrong
+
+    sys.argv = ["streamapp", *argv]
+    app.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""`streamapp produce`: stream a dataset into the events topic at a rate, keyed by entity.
+
+Kafka's default partitioner (murmur2 of the key, as in the Java client) decides the partition,
+so every entity's events and late labels meet the same model in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from tqdm import tqdm
+
+from streamapp import datasets
+from streamapp.settings import Settings
+
+
+def bootstrap_servers(broker: str) -> list[str]:
+    """Faust's 'kafka://h:p;kafka://h2:p' as aiokafka's ['h:p', 'h2:p']."""
+    return [url.split("://", 1)[-1] for url in broker.split(";")]
+
+
+def _value(sample: datasets.Sample, with_features: bool, with_label: bool, keyed: bool) -> bytes:
+    doc: dict[str, Any] = {"id": sample.id}
+    if with_features:
+        doc["x"] = sample.x
+    if with_label:
+        doc["y"] = sample.y
+    if not keyed:
+        doc["entity"] = sample.key  # for STREAMAPP_KEY_FIELD=entity
+    return orjson.dumps(doc)
+
+
+def messages(
+    samples: Iterable[datasets.Sample], label_delay: int = 0, keyed: bool = True
+) -> Iterator[tuple[bytes | None, bytes]]:
+    """(key, value) of every message in order: events with inline labels, or, with label_delay N > 0,
+    events without labels and each label `{"id", "y"}` sent just before the event N places later.
+
+    That order is River's `stream.simulate_qa(..., delay=N)`, so
+    `evaluate.progressive_val_score(..., delay=N)` is the oracle of a partition fed this way.
+    """
+    waiting: deque[tuple[int, datasets.Sample]] = deque()
+    for i, sample in enumerate(samples):
+        while waiting and waiting[0][0] <= i - label_delay:
+            late = waiting.popleft()[1]
+            yield late.key.encode() if keyed else None, _value(late, False, True, keyed)
+        yield sample.key.encode() if keyed else None, _value(sample, True, label_delay == 0, keyed)
+        if label_delay:
+            waiting.append((i, sample))
+    for _, late in waiting:
+        yield late.key.encode() if keyed else None, _value(late, False, True, keyed)
+
+
+async def produce(
+    settings: Settings,
+    dataset: str,
+    *,
+    rate: float = 0.0,
+    limit: int | None = None,
+    seed: int = 42,
+    label_delay: int = 0,
+    keyed: bool = True,
+    progress: bool = True,
+) -> int:
+    """Send up to `limit` events (forever if None) at `rate` events/s (0: as fast as possible).
+
+    Labels go inline, or as late label messages (see `messages`). Returns the messages sent.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings.broker),
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        acks="all",
+        enable_idempotence=True,
+    )
+    await producer.start()
+    sent = 0
+    started = time.monotonic()
+    total = None if limit is None else limit * (2 if label_delay else 1)
+    bar = tqdm(total=total, unit="msg", desc=f"{dataset} -> {settings.events_topic}", disable=not progress)
+    try:
+        samples = datasets.load(dataset, seed=seed, limit=limit)
+        for key, value in messages(samples, label_delay, keyed):
+            await producer.send(settings.events_topic, value, key=key)
+            sent += 1
+            bar.update(1)
+            if rate > 0:
+                ahead = sent / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        bar.close()
+        await producer.stop()
+    return sent

@@ -1,0 +1,179 @@
+"""Configuration: one place that reads STREAMAPP_* environment variables and validates them.
+
+Bad configuration must fail at start with a message that says what to fix, so every value is
+parsed and range-checked here, before Faust or Kafka are touched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "STREAMAPP_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the variable and what is accepted."""
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} must be at least 1")
+    return value
+
+
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from None
+    if value < 0:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} must be 0 or more")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{PREFIX}{name}={raw!r} must be a positive, finite number of seconds")
+    return value
+
+
+def _topic_name(name: str, raw: str) -> str:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if not raw or len(raw) > 249 or not set(raw) <= allowed:
+        raise ConfigError(
+            f"{PREFIX}{name}={raw!r} is not a valid Kafka topic name "
+            "(1-249 characters of letters, digits, '.', '_' and '-')"
+        )
+    return raw
+
+
+def _broker(name: str, raw: str) -> str:
+    urls = [u.strip() for u in raw.split(";") if u.strip()]
+    if not urls:
+        raise ConfigError(f"{PREFIX}{name} is empty: give host:port, e.g. kafka://127.0.0.1:9092")
+    for url in urls:
+        hostport = url.split("://", 1)[-1]
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(
+                f"{PREFIX}{name}={raw!r}: {url!r} is not host:port (e.g. kafka://127.0.0.1:9092)"
+            )
+    return ";".join(u if "://" in u else f"kafka://{u}" for u in urls)
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(f"{PREFIX}{name} is empty")
+    return raw.strip()
+
+
+def _optional_text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _task(name: str, raw: str) -> str:
+    allowed = ("auto", "binary", "multiclass", "regression", "anomaly")
+    if raw not in allowed:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not one of {', '.join(allowed)}")
+    return raw
+
+
+def _setting(default: str, parse: Callable[[str, str], Any], doc: str) -> Any:
+    return field(default=parse("", default), metadata={"raw_default": default, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of streamapp; the README's configuration table is generated from these docs."""
+
+    broker: str = _setting("kafka://127.0.0.1:9092", _broker, "Kafka bootstrap servers, ';'-separated.")
+    app_id: str = _setting("streamapp", _topic_name, "Faust app id: consumer group and table prefix.")
+    events_topic: str = _setting("events", _topic_name, "Topic the events and labels arrive on.")
+    predictions_topic: str = _setting("predictions", _topic_name, "Topic the predictions go to.")
+    deadletter_topic: str = _setting("deadletter", _topic_name, "Topic refused events go to.")
+    partitions: int = _setting("8", _positive_int, "Partitions of the events topic (and of the tables).")
+    replication_factor: int = _setting("1", _positive_int, "Replication factor of topics streamapp creates.")
+    model: str = _setting(
+        "hoeffding_tree", _text, "A preset name or an import path 'package.module:factory'."
+    )
+    task: str = _setting("auto", _task, "auto (from the model), binary, multiclass, regression or anomaly.")
+    key_field: str = _setting(
+        "", _optional_text, "If set, repartition by this top-level field, else feature (unkeyed producers)."
+    )
+    snapshot_every_events: int = _setting(
+        "5000", _positive_int, "Snapshot a partition after this many events applied..."
+    )
+    snapshot_every_seconds: float = _setting(
+        "30", _positive_float, "...or when its last snapshot is this old (at the next event)."
+    )
+    max_snapshot_bytes: int = _setting(
+        "15000000", _positive_int, "Largest snapshot written; kept under the Kafka limits below."
+    )
+    kafka_max_message_bytes: int = _setting(
+        "16777216", _positive_int, "Producer request, fetch and changelog max.message.bytes limits."
+    )
+    max_event_bytes: int = _setting(
+        "65536", _positive_int, "Larger event values go to the dead-letter topic."
+    )
+    pending_labels_max: int = _setting(
+        "100000", _non_negative_int, "Events per partition kept waiting for a late label."
+    )
+    datadir: str = _setting("data/worker", _text, "Worker data directory (RocksDB); one per worker.")
+    web_bind: str = _setting("127.0.0.1", _text, "Address the web server binds to.")
+    web_host: str = _setting("127.0.0.1", _text, "Host other workers use to reach this one's web views.")
+    web_port: int = _setting("6066", _positive_int, "Port of the web views (one per worker).")
+    standby_replicas: int = _setting("1", _non_negative_int, "Standby copies of each partition's state.")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read STREAMAPP_<NAME> variables; unknown STREAMAPP_ variables are errors (typos)."""
+        env = os.environ if env is None else env
+        known = {f.name.upper() for f in fields(cls)}
+        unknown = sorted(k for k in env if k.startswith(PREFIX) and k[len(PREFIX) :] not in known)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {', '.join(unknown)}; known: "
+                + ", ".join(PREFIX + k for k in sorted(known))
+            )
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = f.metadata["parse"](f.name.upper(), raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Cross-field rules that single values cannot express."""
+        if self.max_snapshot_bytes >= self.kafka_max_message_bytes:
+            raise ConfigError(
+                f"{PREFIX}MAX_SNAPSHOT_BYTES ({self.max_snapshot_bytes}) must be below "
+                f"{PREFIX}KAFKA_MAX_MESSAGE_BYTES ({self.kafka_max_message_bytes}), which leaves room "
+                "for the record's framing"
+            )
+        topics = [self.events_topic, self.predictions_topic, self.deadletter_topic]
+        if len(set(topics)) != len(topics):
+            raise ConfigError(f"events, predictions and dead-letter topics must differ, got {topics}")
+
+    @property
+    def datapath(self) -> Path:
+        return Path(self.datadir)
+
+
+def documented() -> list[tuple[str, str, str]]:
+    """(variable, default, meaning) for every setting, for the README and `streamapp settings`."""
+    return [(PREFIX + f.name.upper(), f.metadata["raw_default"], f.metadata["doc"]) for f in fields(Settings)]

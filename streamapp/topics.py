@@ -1,0 +1,45 @@
+"""`streamapp create-topics`: the events, predictions and dead-letter topics, with P partitions.
+
+Workers create missing topics themselves; this command lets an operator (or `make run`) create
+them up front and tells when an existing events topic has another partition count than
+STREAMAPP_PARTITIONS, which would break the one-model-per-partition contract.
+"""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streamapp.producer import bootstrap_servers
+from streamapp.settings import ConfigError, Settings
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def create_topics(settings: Settings) -> dict[str, str]:
+    """Create what is missing; returns {topic: 'created' | 'exists'}; raises on a partition mismatch."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker))
+    await admin.start()
+    try:
+        names = [settings.events_topic, settings.predictions_topic, settings.deadletter_topic]
+        response = await admin.create_topics(
+            [NewTopic(name, settings.partitions, settings.replication_factor) for name in names]
+        )
+        result: dict[str, str] = {}
+        for name, code, *rest in response.topic_errors:
+            if code == 0:
+                result[name] = "created"
+            elif code == _TOPIC_ALREADY_EXISTS:
+                result[name] = "exists"
+            else:
+                message = rest[0] if rest else ""
+                raise RuntimeError(f"creating topic {name!r} failed: error {code} {message}")
+        described = await admin.describe_topics([settings.events_topic])
+        found = len(described[0]["partitions"])
+        if found != settings.partitions:
+            raise ConfigError(
+                f"topic {settings.events_topic!r} has {found} partitions but STREAMAPP_PARTITIONS is "
+                f"{settings.partitions}; set STREAMAPP_PARTITIONS={found} or use another topic"
+            )
+        return result
+    finally:
+        await admin.close()
