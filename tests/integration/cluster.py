@@ -1,0 +1,208 @@
+"""Real parts for integration tests: the local broker, worker processes, topic read-back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from streamapp.settings import Settings
+from streamapp.topics import create_topics
+
+BOOTSTRAP = "127.0.0.1:9092"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def broker_up() -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 9092), timeout=1):
+        return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unique_env(partitions: int, **extra: str) -> dict[str, str]:
+    """Settings of a fresh app: its own group, topics and tables, so tests never share state."""
+    uid = uuid.uuid4().hex[:8]
+    env = {
+        "STREAMAPP_BROKER": f"kafka://{BOOTSTRAP}",
+        "STREAMAPP_APP_ID": f"it-{uid}",
+        "STREAMAPP_EVENTS_TOPIC": f"events-{uid}",
+        "STREAMAPP_PREDICTIONS_TOPIC": f"predictions-{uid}",
+        "STREAMAPP_DEADLETTER_TOPIC": f"deadletter-{uid}",
+        "STREAMAPP_PARTITIONS": str(partitions),
+    }
+    env.update({f"STREAMAPP_{k.upper()}": v for k, v in extra.items()})
+    settings = Settings.from_env(env)
+    asyncio.run(create_topics(settings))
+    return env
+
+
+def wait_for(
+    what: str, check: Callable[[], bool], timeout: float, on_timeout: Callable[[], str] = str
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_timeout()}")
+
+
+@dataclass
+class Worker:
+    """One `streamapp worker` process with its own data directory and web port."""
+
+    env: dict[str, str]
+    datadir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.datadir.with_suffix(".log")
+
+    def start(self) -> Worker:
+        self.datadir.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "STREAMAPP_DATADIR": str(self.datadir)}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamapp", "worker", "-l", "info", "--web-port", str(self.port)],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for("the worker's web views", lambda: self.get("/health") is not None, 60, self.log_tail)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, path: str) -> Any:
+        if not self.alive():
+            raise AssertionError(
+                f"worker exited with {self.proc and self.proc.returncode}\n{self.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+                return json.load(response)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return None
+
+    def models(self) -> dict[int, dict[str, Any]]:
+        doc = self.get("/models") or {"partitions": []}
+        return {p["partition"]: p for p in doc["partitions"]}
+
+    def wait_caught_up(self, topic: str, partitions: int, timeout: float = 120) -> dict[int, dict[str, Any]]:
+        """Until every partition has applied every message of the topic; returns /models then."""
+        ends = end_offsets(topic, partitions)
+
+        def caught_up() -> bool:
+            seen = self.models()
+            return all(seen.get(p, {}).get("offset_applied", -1) == end - 1 for p, end in ends.items() if end)
+
+        wait_for(f"the worker to apply {sum(ends.values())} messages", caught_up, timeout, self.log_tail)
+        return self.models()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running(env: dict[str, str], datadir: Path) -> Iterator[Worker]:
+    worker = Worker(env, datadir).start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def end_offsets(topic: str, partitions: int) -> dict[int, int]:
+    async def read() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            return {tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def read_topic(topic: str, partitions: int) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+    """Every record of every partition, in offset order, read independently of any worker."""
+
+    async def read() -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, 0)
+            out: dict[int, list[ConsumerRecord[bytes, bytes]]] = {p: [] for p in range(partitions)}
+
+            async def behind() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+            while await behind():
+                for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                    out[tp.partition].extend(r for r in records if r.offset < ends[tp])
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def send_raw(topic: str, messages: list[tuple[int, bytes | None, bytes | None]]) -> None:
+    """(partition, key, value) sent in order, to exactly the given partitions."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, max_request_size=4_000_000)
+        await producer.start()
+        try:
+            for partition, key, value in messages:
+                await producer.send_and_wait(topic, value, key=key, partition=partition)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())

@@ -1,0 +1,103 @@
+"""A partition state applied to a stream equals River's progressive validation on that stream."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from river import datasets as river_datasets
+
+from streamapp import datasets, models, producer, records
+from streamapp.records import Event
+from streamapp.state import PartitionState
+from tests.oracle import river_predictions, river_scores
+
+TOL = 1e-9
+
+
+def feed(state: PartitionState, msgs: Any, start: int = 0) -> list[dict[str, Any]]:
+    """Apply (key, value) messages as the agent does; returns the prediction of each event."""
+    out = []
+    for offset, (_, value) in enumerate(msgs, start=start):
+        assert state.admits(offset)
+        decoded = records.decode(value, 1 << 20)
+        if isinstance(decoded, Event):
+            out.append(state.apply_event(decoded, offset).prediction)
+        else:
+            state.apply_label(decoded, offset)
+    return out
+
+
+def pairs(name: str, limit: int) -> list[tuple[dict[str, Any], Any]]:
+    return [(s.x, s.y) for s in datasets.load(name, limit=limit)]
+
+
+@pytest.mark.parametrize("preset", ["hoeffding_tree", "logistic_regression", "naive_bayes"])
+def test_binary_metrics_and_predictions_equal_river(preset: str) -> None:
+    spec = models.resolve(preset)
+    state = PartitionState(0, spec, pending_max=0)
+    predictions = feed(state, producer.messages(datasets.load("phishing")))
+    stream = pairs("phishing", 1250)
+    expected = river_scores(stream, spec.build, ["rocauc", "accuracy", "f1", "logloss"])
+    assert state.metrics.values() == pytest.approx(expected, abs=TOL)
+    assert state.events_learned == state.events_seen == 1250
+    assert [p["proba"] for p in predictions] == river_predictions(stream, spec.build, "rocauc")
+    assert [p["class"] for p in predictions] == river_predictions(stream, spec.build, "accuracy")
+
+
+def test_delayed_labels_equal_river_with_delay() -> None:
+    spec = models.resolve("hoeffding_tree")
+    state = PartitionState(0, spec, pending_max=1000)
+    feed(state, producer.messages(datasets.load("phishing"), label_delay=25))
+    expected = river_scores(pairs("phishing", 1250), spec.build, ["rocauc", "accuracy"], delay=25)
+    assert state.metrics.values()["rocauc"] == pytest.approx(expected["rocauc"], abs=TOL)
+    assert state.metrics.values()["accuracy"] == pytest.approx(expected["accuracy"], abs=TOL)
+    assert state.labels_late == state.events_learned == 1250
+    assert not state.pending
+
+
+def test_regression_metrics_equal_river() -> None:
+    spec = models.resolve("linear_regression")
+    stream = list(itertools.islice(river_datasets.TrumpApproval(), 500))
+    samples = [datasets.Sample("k", f"t{i}", x, y) for i, (x, y) in enumerate(stream)]
+    state = PartitionState(0, spec, pending_max=0)
+    feed(state, producer.messages(samples))
+    assert state.metrics.values() == pytest.approx(
+        river_scores(stream, spec.build, ["mae", "rmse", "r2"]), abs=TOL
+    )
+
+
+def test_anomaly_scores_and_rocauc_equal_river() -> None:
+    spec = models.resolve("half_space_trees")
+    state = PartitionState(0, spec, pending_max=0)
+    predictions = feed(state, producer.messages(datasets.load("card", limit=3000)))
+    stream = pairs("card", 3000)
+    assert state.metrics.values()["rocauc"] == pytest.approx(
+        river_scores(stream, spec.build, ["rocauc"])["rocauc"], abs=TOL
+    )
+    assert [p["score"] for p in predictions] == river_predictions(stream, spec.build, "rocauc")
+    assert state.events_learned == 3000
+
+
+def test_offset_guard_skips_replays_and_counts_gaps() -> None:
+    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=0)
+    msgs = list(producer.messages(datasets.load("phishing", limit=10)))
+    feed(state, msgs[:5])
+    assert not state.admits(3)
+    assert state.replays_skipped == 1
+    assert state.admits(7)  # offsets 5 and 6 were never seen
+    assert state.gaps == 1
+
+
+def test_waiting_events_are_bounded_and_unknown_labels_counted() -> None:
+    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=3)
+    samples = list(datasets.load("phishing", limit=5))
+    msgs = list(producer.messages(samples, label_delay=1000))  # 5 events, then their 5 labels
+    feed(state, msgs[:5])
+    assert list(state.pending) == [s.id for s in samples[2:]]
+    assert state.pending_evicted == 2
+    feed(state, msgs[5:], start=5)
+    assert not state.pending
+    assert state.labels_unknown == 2  # the labels of the two evicted events
+    assert state.labels_late == 3
