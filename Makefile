@@ -1,0 +1,36 @@
+# streamapp: `make run` runs the demo, `make test` runs the whole suite. Both set everything up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKERS ?= 1
+
+.PHONY: run test install kafka-up kafka-down lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+kafka-up:
+	@tools/kafka/kafka.sh up
+
+kafka-down:
+	@tools/kafka/kafka.sh down
+
+run: install
+	@WORKERS=$(WORKERS) $(BIN)/python tools/run_demo.py
+
+test: install
+	@bash tools/test.sh
+
+lint: install
+	$(BIN)/ruff check streamapp tests tools
+	$(BIN)/mypy streamapp
+
+clean:
+	rm -rf $(VENV) .kafka data
