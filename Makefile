@@ -29,7 +29,8 @@ test: install
 	@bash tools/test.sh
 
 lint: install
-	$(BIN)/ruff check streamapp tests tools
+	$(BIN)/ruff check streamapp tests tools bench
+	$(BIN)/ruff format --check streamapp tests tools bench
 	$(BIN)/mypy streamapp
 
 clean:
