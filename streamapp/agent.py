@@ -8,12 +8,13 @@ the partition state is written to the snapshot table while this partition's even
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
-from faust.types import EventT, TopicT
+from faust.types import TP, EventT, Message, TopicT
 
 from streamapp import records, snapshot
 from streamapp.models import ModelSpec
@@ -22,6 +23,13 @@ from streamapp.settings import Settings
 from streamapp.state import PartitionState
 
 log = logging.getLogger(__name__)
+
+RESEEK_EVERY = 2.0  # seconds between two seeks back to a partition's next expected offset
+MAX_RESEEKS = 5
+
+
+class GapError(RuntimeError):
+    """A partition's log lacks offsets the model needs; learning on would not be exact."""
 
 
 def snapshot_key(partition: int) -> str:
@@ -49,6 +57,9 @@ class Learner:
         self.predictions = predictions
         self.deadletters = deadletters
         self.states: dict[int, PartitionState] = {}
+        #: moves the consumer of one partition back to an offset (set by the application)
+        self.seek: Callable[[TP, int], Awaitable[None]] | None = None
+        self._seeks: set[asyncio.Future[None]] = set()
         self.started = time.time()
 
     # -- partition ownership ---------------------------------------------------------------------
@@ -60,24 +71,35 @@ class Learner:
             log.info("partition %d: revoked, state released", partition)
 
     def state_for(self, partition: int) -> PartitionState:
-        """The live state, else the latest snapshot (needs this partition's event context)."""
+        """The live state; recovery normally placed it, else load it as recovery would."""
         state = self.states.get(partition)
         if state is None:
-            state = self._restore(partition)
-            self.states[partition] = state
+            state, _ = self.state_for_recovery(partition)
         return state
 
-    def _restore(self, partition: int) -> PartitionState:
+    def state_for_recovery(self, partition: int) -> tuple[PartitionState, str]:
+        """The newest valid state and where it came from: 'memory', 'snapshot' or 'new'.
+
+        A state still in memory is never older than the snapshot it wrote, so it wins.
+        """
+        state = self.states.get(partition)
+        if state is not None:
+            return state, "memory"
+        state, source = self._restore(partition)
+        self.states[partition] = state
+        return state, source
+
+    def _restore(self, partition: int) -> tuple[PartitionState, str]:
         blob = self.snapshots.get(snapshot_key(partition))
         fresh = PartitionState(partition, self.spec, self.settings.pending_labels_max)
         if blob is None:
             log.info("partition %d: no snapshot, new %s model", partition, self.spec.name)
-            return fresh
+            return fresh, "new"
         try:
             header, state = snapshot.decode(blob)
         except snapshot.SnapshotError as exc:
             log.error("partition %d: SNAPSHOT UNUSABLE, starting a new model: %s", partition, exc)
-            return fresh
+            return fresh, "new"
         if state.model_name != self.spec.name:
             log.error(
                 "partition %d: snapshot holds model %r but STREAMAPP_MODEL is %r; starting a new model",
@@ -85,7 +107,7 @@ class Learner:
                 state.model_name,
                 self.spec.name,
             )
-            return fresh
+            return fresh, "new"
         state.restored(header.seq, header.offset, len(blob), header.created)
         state.pending_max = self.settings.pending_labels_max
         log.info(
@@ -96,7 +118,7 @@ class Learner:
             len(blob),
             state.events_learned,
         )
-        return state
+        return state, "snapshot"
 
     # -- one event -------------------------------------------------------------------------------
 
@@ -105,24 +127,27 @@ class Learner:
         partition, offset = message.partition, message.offset
         received = time.time()
         state = self.state_for(partition)
-        if not state.admits(offset):
+        verdict = state.admit(offset)
+        if verdict != "apply":
+            if verdict == "gap":
+                self._on_gap(state, message.tp, offset)
             return
+        state.reseeks_without_progress = 0
+        replayed = state.replaying(offset)
         try:
             decoded = records.decode(message.value, self.settings.max_event_bytes)
         except BadEvent as exc:
-            state.deadletters += 1
-            state.advance(offset)
-            await self.deadletters.send(
-                key=message.key,
-                value=message.value,
-                headers=records.deadletter_headers(str(exc), message.topic, partition, offset),
-            )
-            log.warning("partition %d offset %d: dead letter: %s", partition, offset, exc)
+            await self._dead_letter(state, message, str(exc))
         else:
             if isinstance(decoded, LateLabel):
                 state.apply_label(decoded, offset)
             else:
-                applied = state.apply_event(decoded, offset)
+                try:
+                    applied = state.apply_event(decoded, offset)
+                except Exception as exc:  # the model refused these features: a dead letter too
+                    await self._dead_letter(state, message, f"model error: {type(exc).__name__}: {exc}")
+                    log.exception("partition %d offset %d: the model raised", partition, offset)
+                    return
                 sent_at = time.time()
                 produced = message.timestamp or received
                 record = {
@@ -133,7 +158,7 @@ class Learner:
                     "model": state.version(),
                     **applied.prediction,
                     "learned": applied.learned,
-                    "replayed": False,
+                    "replayed": replayed,
                     "timings": {
                         "message_latency_s": received - produced,
                         "predict_s": applied.predict_s,
@@ -143,6 +168,43 @@ class Learner:
                 }
                 await self.predictions.send(key=message.key, value=records.encode(record))
         self._maybe_snapshot(state)
+
+    async def _dead_letter(self, state: PartitionState, message: Message, reason: str) -> None:
+        state.deadletters += 1
+        state.advance(message.offset)
+        await self.deadletters.send(
+            key=message.key,
+            value=message.value,
+            headers=records.deadletter_headers(reason, message.topic, message.partition, message.offset),
+        )
+        log.warning("partition %d offset %d: dead letter: %s", message.partition, message.offset, reason)
+
+    def _on_gap(self, state: PartitionState, tp: TP, offset: int) -> None:
+        """Offsets were skipped (Faust can drop events fetched around a rebalance): go back for
+        them, at most every RESEEK_EVERY seconds; give up loudly after MAX_RESEEKS tries."""
+        now = time.monotonic()
+        if now - state.reseeked_at < RESEEK_EVERY:
+            return
+        expected = state.offset + 1
+        if state.reseeks_without_progress >= MAX_RESEEKS:
+            raise GapError(
+                f"partition {tp.partition}: offsets {expected}..{offset - 1} of {tp.topic} never "
+                f"arrive after {MAX_RESEEKS} seeks: is the topic compacted or written by a "
+                "transactional producer? streamapp needs every offset of the source log"
+            )
+        state.reseeked_at = now
+        state.reseeks_without_progress += 1
+        log.error(
+            "partition %d: GAP: offset %d arrived, %d expected; not learning across it, seeking back",
+            tp.partition,
+            offset,
+            expected,
+        )
+        if self.seek is not None:
+            # In the background: the agent must keep draining the events fetched before the seek.
+            task = asyncio.ensure_future(self.seek(tp, expected))
+            self._seeks.add(task)
+            task.add_done_callback(self._seeks.discard)
 
     def _maybe_snapshot(self, state: PartitionState) -> None:
         now = time.time()

@@ -6,16 +6,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 from faust.types import TP, StreamT, TopicT
 
 from streamapp import models, web
-from streamapp.agent import Learner
+from streamapp.agent import GapError, Learner
+from streamapp.recovery import ConsumerOffsets, resume_at_model_offsets
 from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ def create_app(settings: Settings) -> faust.App:
         # Let the producer batch predictions for a few ms instead of one request per event.
         producer_linger=0.005,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 4),
     )
 
     def raw_topic(name: str, internal: bool = False) -> TopicT:
@@ -115,6 +119,26 @@ def create_app(settings: Settings) -> faust.App:
     learner = Learner(settings, spec, snapshots, predictions, deadletters)
     app.learner = learner  # type: ignore[attr-defined]
 
+    async def seek(where: TP, offset: int) -> None:
+        """Pause, let the fetched batch drain, seek, resume: Faust drops re-read records that
+        arrive while its drain loop still holds later ones."""
+        tp = TP(where.topic, where.partition)  # Faust's own TP: its partition sets assert the type
+
+        def still_ours() -> bool:
+            # A rebalance repositions every partition anyway (recovery), and seeking a partition
+            # that is no longer assigned would crash the consumer thread.
+            return not app.rebalancing and tp in app.consumer.assignment()
+
+        if not still_ours():
+            return
+        app.consumer.pause_partitions([tp])
+        await asyncio.sleep(0.5)
+        if still_ours():
+            await cast(ConsumerOffsets, app.consumer).seek_wait({tp: offset})
+            app.consumer.resume_partitions([tp])
+
+    learner.seek = seek
+
     # The agent's name prefixes the repartition topic: include the app id so apps never share one.
     @app.agent(events, name=f"{settings.app_id}-learn", concurrency=1)
     async def learn(stream: StreamT) -> AsyncIterator[None]:
@@ -122,7 +146,12 @@ def create_app(settings: Settings) -> faust.App:
         if settings.key_field:
             source = stream.group_by(key_by_field(settings.key_field), name=settings.key_field)
         async for event in source.events():
-            await learner.handle(event)
+            try:
+                await learner.handle(event)
+            except GapError as exc:
+                log.critical("streamapp: %s; stopping the worker", exc)
+                await app.crash(exc)
+                return
             yield None
 
     def is_source(topic: str) -> bool:
@@ -138,6 +167,19 @@ def create_app(settings: Settings) -> faust.App:
 
     # mode's stubs reject any async receiver here; the signal does await coroutine receivers.
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
+
+    @snapshots.on_recover
+    async def resume_models() -> None:
+        """After the table is restored, before Faust seeks: move each partition to its model."""
+        try:
+            actives = {tp for tp in app.assignor.assigned_actives() if is_source(tp.topic)}
+            # ConsumerT's stubs omit _commit and seek_to_committed, which the consumer has.
+            consumer = cast(ConsumerOffsets, app.consumer)
+            await resume_at_model_offsets(learner, consumer, actives)
+        except Exception as exc:
+            # Faust runs recover callbacks under asyncio.wait, which would swallow this.
+            log.exception("streamapp: recovery failed, stopping the worker")
+            await app.crash(exc)
 
     web.register(app, learner)
     log.info("streamapp: model %s (%s), %d partitions", spec.name, spec.task, settings.partitions)

@@ -84,18 +84,28 @@ async def produce(
     started = time.monotonic()
     total = None if limit is None else limit * (2 if label_delay else 1)
     bar = tqdm(total=total, unit="msg", desc=f"{dataset} -> {settings.events_topic}", disable=not progress)
+    in_flight: list[asyncio.Future[Any]] = []
     try:
         samples = datasets.load(dataset, seed=seed, limit=limit)
         for key, value in messages(samples, label_delay, keyed):
-            await producer.send(settings.events_topic, value, key=key)
+            in_flight.append(await producer.send(settings.events_topic, value, key=key))
             sent += 1
             bar.update(1)
+            if len(in_flight) >= 1000:
+                await _delivered(in_flight)
             if rate > 0:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
         await producer.flush()
+        await _delivered(in_flight)
     finally:
         bar.close()
         await producer.stop()
     return sent
+
+
+async def _delivered(in_flight: list[asyncio.Future[Any]]) -> None:
+    """Wait for the broker's acks, so a failed delivery stops the producer instead of vanishing."""
+    await asyncio.gather(*in_flight)
+    in_flight.clear()

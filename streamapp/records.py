@@ -97,6 +97,11 @@ def decode(raw: bytes | None, max_bytes: int) -> Event | LateLabel:
         if label is None:
             raise BadEvent("missing 'x' (features); a label-only message needs 'y'")
         return LateLabel(event_id, label)
+    return Event(event_id, features(x), label, None if ts is None else float(ts))
+
+
+def features(x: Any) -> dict[str, Feature]:
+    """Validate a feature object: flat, with finite numbers, strings or booleans."""
     if not isinstance(x, dict):
         raise BadEvent(f"'x' must be an object of features, got {type(x).__name__}")
     for name, value in x.items():
@@ -104,7 +109,7 @@ def decode(raw: bytes | None, max_bytes: int) -> Event | LateLabel:
             kind = "null" if value is None else type(value).__name__
             raise BadEvent(f"feature {name!r} must be a number, string or boolean, got {kind}")
         _finite(f"feature {name!r}", value)
-    return Event(event_id, x, label, None if ts is None else float(ts))
+    return x
 
 
 def encode(doc: dict[str, Any]) -> bytes:

@@ -7,6 +7,7 @@ River directly.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from river import base, compose
 from streamapp.metrics import PrequentialMetrics
 from streamapp.models import ModelSpec, describe
 from streamapp.records import Event, Feature, LateLabel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,20 +66,58 @@ class PartitionState:
         self.snapshot_at = 0.0  # wall clock of the last snapshot
         self.events_since_snapshot = 0
         self.snapshot_errors = 0
+        #: offsets below this were scored by an earlier owner: their predictions are replays
+        self.replay_until = 0
+        self.events_replayed = 0
+        self.events_lost_to_retention = 0
+        self.recovered_at = 0.0
+        self.recovered_from = ""
+        self.recovery_committed: int | None = None
+        self.positioned = False  # the next offset to expect is known (offset + 1)
+        self.reseeked_at = 0.0  # monotonic time of the last seek back over a gap
+        self.reseeks_without_progress = 0
         self._class_from_proba = spec.task in ("binary", "multiclass") and _predicts_class_from_proba(
             self.model
         )
 
     # -- offsets ---------------------------------------------------------------------------------
 
-    def admits(self, offset: int) -> bool:
-        """The offset guard: False for offsets already applied (a replay); counts gaps."""
+    def admit(self, offset: int) -> str:
+        """The offset guard: 'apply' the next offset, skip a 'replay', refuse a 'gap'.
+
+        A model never learns across a gap: the offsets in between would be lost to it for good.
+        Before its first event a new state knows where its log starts only once recovery has
+        positioned it; until then any first offset is accepted.
+        """
         if offset <= self.offset:
             self.replays_skipped += 1
-            return False
-        if self.offset >= 0 and offset != self.offset + 1:
+            return "replay"
+        if (self.offset >= 0 or self.positioned) and offset != self.offset + 1:
             self.gaps += 1
-        return True
+            return "gap"
+        self.positioned = True
+        return "apply"
+
+    def replaying(self, offset: int) -> bool:
+        """True for an event an earlier owner already scored (counted once per event)."""
+        if offset < self.replay_until:
+            self.events_replayed += 1
+            return True
+        return False
+
+    def recovered(self, now: float, source: str, committed: int | None, resume: int) -> None:
+        """Bookkeeping after a rebalance placed this partition here, resuming at `resume`."""
+        self.recovered_at = now
+        self.recovered_from = source
+        self.recovery_committed = committed
+        self.replay_until = max(committed or 0, resume)
+        self.offset = resume - 1
+        self.positioned = True
+
+    def lost_to_retention(self, earliest: int, lost: int) -> None:
+        """The log lost the events before `earliest` that the model had not learned: skip them."""
+        self.events_lost_to_retention += lost
+        self.offset = earliest - 1
 
     def advance(self, offset: int) -> None:
         self.offset = offset
@@ -202,6 +243,14 @@ class PartitionState:
             "deadletters": self.deadletters,
             "gaps": self.gaps,
             "replays_skipped": self.replays_skipped,
+            "events_replayed": self.events_replayed,
+            "events_lost_to_retention": self.events_lost_to_retention,
+            "recovery": {
+                "time": self.recovered_at or None,
+                "from": self.recovered_from or None,
+                "committed": self.recovery_committed,
+                "replay_until": self.replay_until,
+            },
             "metrics": self.metrics.values(),
             "snapshot": {
                 "seq": self.snapshot_seq,

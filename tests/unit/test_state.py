@@ -20,7 +20,7 @@ def feed(state: PartitionState, msgs: Any, start: int = 0) -> list[dict[str, Any
     """Apply (key, value) messages as the agent does; returns the prediction of each event."""
     out = []
     for offset, (_, value) in enumerate(msgs, start=start):
-        assert state.admits(offset)
+        assert state.admit(offset) == "apply"
         decoded = records.decode(value, 1 << 20)
         if isinstance(decoded, Event):
             out.append(state.apply_event(decoded, offset).prediction)
@@ -80,14 +80,25 @@ def test_anomaly_scores_and_rocauc_equal_river() -> None:
     assert state.events_learned == 3000
 
 
-def test_offset_guard_skips_replays_and_counts_gaps() -> None:
+def test_offset_guard_skips_replays_and_refuses_gaps() -> None:
     state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=0)
     msgs = list(producer.messages(datasets.load("phishing", limit=10)))
     feed(state, msgs[:5])
-    assert not state.admits(3)
+    assert state.admit(3) == "replay"
     assert state.replays_skipped == 1
-    assert state.admits(7)  # offsets 5 and 6 were never seen
+    assert state.admit(7) == "gap"  # offsets 5 and 6 were never seen
     assert state.gaps == 1
+    assert state.offset == 4, "a refused gap leaves the model where it was"
+    assert state.admit(5) == "apply"
+
+
+def test_a_new_state_takes_any_first_offset_unless_recovery_positioned_it() -> None:
+    spec = models.resolve("hoeffding_tree")
+    assert PartitionState(0, spec, pending_max=0).admit(42) == "apply"
+    positioned = PartitionState(0, spec, pending_max=0)
+    positioned.recovered(now=0.0, source="new", committed=None, resume=0)
+    assert positioned.admit(42) == "gap"
+    assert positioned.admit(0) == "apply"
 
 
 def test_waiting_events_are_bounded_and_unknown_labels_counted() -> None:

@@ -3,6 +3,7 @@
 #
 #   tools/kafka/kafka.sh up      fetch jars if needed, format, start, wait until ready (idempotent)
 #   tools/kafka/kafka.sh down    stop the broker this script started
+#   tools/kafka/kafka.sh restart stop and start again, keeping the data (broker-fault tests)
 #   tools/kafka/kafka.sh status  exit 0 when a broker answers on the port
 #
 # Everything lives under $KAFKA_HOME (default .kafka/ in the repo): libs/, config/, data/,
@@ -76,13 +77,15 @@ up() {
   require_tools
   fetch_libs
   write_config
-  # A throw-away broker: a fresh data dir on every start, so no state leaks between runs.
-  rm -rf "$KAFKA_HOME/data"; mkdir -p "$KAFKA_HOME/data"
   local t0; t0=$(date +%s.%N)
-  java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/config/tools-log4j2.properties" \
-      -cp "$libs/*" kafka.tools.StorageTool format --standalone --cluster-id "$(cluster_id)" \
-      --config "$KAFKA_HOME/config/server.properties" >"$KAFKA_HOME/format.log" 2>&1 \
-      || { cat "$KAFKA_HOME/format.log" >&2; die "formatting the data dir failed"; }
+  if [ "${1:-fresh}" = fresh ]; then
+    # A throw-away broker: a fresh data dir on every start, so no state leaks between runs.
+    rm -rf "$KAFKA_HOME/data"; mkdir -p "$KAFKA_HOME/data"
+    java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/config/tools-log4j2.properties" \
+        -cp "$libs/*" kafka.tools.StorageTool format --standalone --cluster-id "$(cluster_id)" \
+        --config "$KAFKA_HOME/config/server.properties" >"$KAFKA_HOME/format.log" 2>&1 \
+        || { cat "$KAFKA_HOME/format.log" >&2; die "formatting the data dir failed"; }
+  fi
   # setsid: the broker gets its own session, so Ctrl-C in a terminal does not reach it directly.
   setsid java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
       -Dkafka.logs.dir="$KAFKA_HOME" \
@@ -101,7 +104,7 @@ up() {
     fi
     sleep 0.2
   done
-  printf "kafka: ready on 127.0.0.1:%s (pid %s, %ss from format to ready, log %s)\n" \
+  printf "kafka: ready on 127.0.0.1:%s (pid %s, started in %ss, log %s)\n" \
     "$KAFKA_PORT" "$pid" "$(python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$t0")" "$logfile"
 }
 
@@ -118,8 +121,11 @@ down() {
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) up fresh ;;
   down) down ;;
+  restart)
+    [ -f "$KAFKA_HOME/data/meta.properties" ] || die "no broker data to restart with: use 'up'"
+    down; up keep ;;
   status) port_open && echo "kafka: up on 127.0.0.1:$KAFKA_PORT" || { echo "kafka: down"; exit 1; } ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

@@ -1,0 +1,104 @@
+"""Exact recovery: after every rebalance, resume each partition right after its model's offset.
+
+Kafka's committed offset cannot be trusted for a model: it covers events the lost in-memory model
+had learned since its last snapshot. The snapshot, which carries the offset of the last event it
+contains, is the source of truth. This runs as the snapshot table's on_recover callback: after
+Faust has restored the table from its changelog and before it seeks the consumer to the committed
+offsets. For each partition it now owns it takes the newest valid state (the one in memory, else
+the snapshot, else a new model) and commits `state.offset + 1`, so Faust's own seek replays
+exactly the events the model has not learned. Events replayed past the old commit were scored
+before: their predictions are emitted again with `replayed: true`.
+
+If the log no longer holds the events after the snapshot (retention deleted them), the model
+cannot be exact: this says so loudly, counts the lost events and continues from the earliest one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from faust.types import TP
+
+from streamapp.state import PartitionState
+
+log = logging.getLogger(__name__)
+
+
+class RecoveryError(RuntimeError):
+    """The consumer could not be moved to the model's offsets; the worker must not go on."""
+
+
+class ConsumerOffsets(Protocol):
+    """The part of Faust's consumer that recovery uses (a small seam for unit tests)."""
+
+    async def seek_to_committed(self) -> Mapping[TP, int | None]: ...
+
+    async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]: ...
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool: ...
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None: ...
+
+
+class StateSource(Protocol):
+    def state_for_recovery(self, partition: int) -> tuple[PartitionState, str]: ...
+
+
+async def resume_at_model_offsets(
+    learner: StateSource, consumer: ConsumerOffsets, actives: Iterable[TP]
+) -> dict[int, tuple[int | None, int]]:
+    """Rewind each active source partition to its model; returns {partition: (committed, resume)}."""
+    tps = sorted(actives)
+    if not tps:
+        return {}
+    committed = {
+        TP(tp.topic, tp.partition): offset for tp, offset in (await consumer.seek_to_committed()).items()
+    }
+    earliest = {
+        TP(tp.topic, tp.partition): offset for tp, offset in (await consumer.earliest_offsets(*tps)).items()
+    }
+    commits: dict[TP, int] = {}
+    positions: dict[TP, int] = {}
+    plan: dict[int, tuple[int | None, int]] = {}
+    now = time.time()
+    for tp in tps:
+        state, source = learner.state_for_recovery(tp.partition)
+        first = earliest.get(tp, 0)
+        if state.offset + 1 < first:
+            lost = first - state.offset - 1
+            log.error(
+                "partition %d: RETENTION LOSS: %d events after the model's offset %d were deleted "
+                "from %s before they were learned; continuing from offset %d, this partition's "
+                "model is NOT exact any more",
+                tp.partition,
+                lost,
+                state.offset,
+                tp.topic,
+                first,
+            )
+            state.lost_to_retention(first, lost)
+        resume = state.offset + 1
+        behind = committed.get(tp)
+        state.recovered(now, source, behind, resume)
+        plan[tp.partition] = (behind, resume)
+        positions[tp] = resume
+        if behind != resume:
+            commits[tp] = resume
+        log.info(
+            "partition %d: recovered from %s at offset %d; committed %s, resuming at %d%s",
+            tp.partition,
+            source,
+            resume - 1,
+            behind,
+            resume,
+            f" ({behind - resume} events replay)" if behind is not None and behind > resume else "",
+        )
+    if commits and not await consumer._commit(commits):
+        raise RecoveryError(f"could not commit the model offsets {commits}")
+    # Position every partition explicitly too: Faust's own seek skips partitions committed at 0
+    # or never, and leaves them wherever the fetcher got to while recovery ran.
+    await consumer.seek_wait(positions)
+    return plan
