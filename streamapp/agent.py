@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 RESEEK_EVERY = 2.0  # seconds between two seeks back to a partition's next expected offset
 MAX_RESEEKS = 5
+FLUSH_SNAPSHOTS_OVER = 4 * 1024 * 1024
 
 
 class GapError(RuntimeError):
@@ -60,6 +61,8 @@ class Learner:
         #: moves the consumer of one partition back to an offset (set by the application)
         self.seek: Callable[[TP, int], Awaitable[None]] | None = None
         self._seeks: set[asyncio.Future[None]] = set()
+        #: waits until everything produced so far is acknowledged (set by the application)
+        self.flush: Callable[[], Awaitable[None]] | None = None
         self.started = time.time()
 
     # -- partition ownership ---------------------------------------------------------------------
@@ -167,7 +170,7 @@ class Learner:
                     },
                 }
                 await self.predictions.send(key=message.key, value=records.encode(record))
-        self._maybe_snapshot(state)
+        await self._maybe_snapshot(state)
 
     async def _dead_letter(self, state: PartitionState, message: Message, reason: str) -> None:
         state.deadletters += 1
@@ -206,7 +209,7 @@ class Learner:
             self._seeks.add(task)
             task.add_done_callback(self._seeks.discard)
 
-    def _maybe_snapshot(self, state: PartitionState) -> None:
+    async def _maybe_snapshot(self, state: PartitionState) -> None:
         now = time.time()
         if not state.snapshot_due(
             self.settings.snapshot_every_events, self.settings.snapshot_every_seconds, now
@@ -221,6 +224,11 @@ class Learner:
             return
         self.snapshots[snapshot_key(state.partition)] = blob
         state.snapshot_taken(len(blob), now)
+        if self.flush is not None and len(blob) > FLUSH_SNAPSHOTS_OVER:
+            # One large snapshot in flight at a time: the producer packs the records of every
+            # partition bound for one broker into one request, and two 60 MB snapshots would
+            # pass the broker's socket.request.max.bytes (100 MiB by default).
+            await self.flush()
 
     def summary(self) -> dict[str, Any]:
         now = time.time()

@@ -106,8 +106,9 @@ def create_app(settings: Settings) -> faust.App:
         key_type=str,
         value_type=bytes,
         partitions=settings.partitions,
-        recovery_buffer_size=8,
-        standby_buffer_size=8,
+        # Changelog records buffered per table during recovery: x 64 MiB at worst.
+        recovery_buffer_size=4,
+        standby_buffer_size=4,
         options=snapshot_table_options(settings),
         extra_topic_configs={
             "max.message.bytes": str(settings.kafka_max_message_bytes),
@@ -138,6 +139,11 @@ def create_app(settings: Settings) -> faust.App:
             app.consumer.resume_partitions([tp])
 
     learner.seek = seek
+
+    async def flush() -> None:
+        await app.producer.flush()
+
+    learner.flush = flush
 
     # The agent's name prefixes the repartition topic: include the app id so apps never share one.
     @app.agent(events, name=f"{settings.app_id}-learn", concurrency=1)

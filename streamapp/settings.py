@@ -119,10 +119,10 @@ class Settings:
         "30", _positive_float, "...or when its last snapshot is this old (at the next event)."
     )
     max_snapshot_bytes: int = _setting(
-        "15000000", _positive_int, "Largest snapshot written; kept under the Kafka limits below."
+        "67108864", _positive_int, "Largest snapshot written (64 MiB); kept under the Kafka limits below."
     )
     kafka_max_message_bytes: int = _setting(
-        "16777216", _positive_int, "Producer request, fetch and changelog max.message.bytes limits."
+        "75497472", _positive_int, "Producer request, fetch and changelog max.message.bytes (72 MiB)."
     )
     max_event_bytes: int = _setting(
         "65536", _positive_int, "Larger event values go to the dead-letter topic."

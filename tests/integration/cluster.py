@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from streamapp.settings import Settings
 from streamapp.topics import create_topics
@@ -206,3 +207,17 @@ def send_raw(topic: str, messages: list[tuple[int, bytes | None, bytes | None]])
             await producer.stop()
 
     asyncio.run(send())
+
+
+def delete_records_before(topic: str, partition: int, offset: int) -> None:
+    """What retention does to old segments: the partition's log now starts at `offset`."""
+
+    async def delete() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            await admin.delete_records({TopicPartition(topic, partition): RecordsToDelete(offset)})
+        finally:
+            await admin.close()
+
+    asyncio.run(delete())

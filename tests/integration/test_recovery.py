@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from streamapp.settings import Settings
 from tests.integration.chaos import Cluster, assert_exact, run_stream
-from tests.integration.cluster import ROOT, unique_env
+from tests.integration.cluster import ROOT, delete_records_before, unique_env, wait_for
 
 # A snapshot every 300 events or 3 s: recovery always has a snapshot and a tail to replay.
 FAST_SNAPSHOTS = {"snapshot_every_events": "300", "snapshot_every_seconds": "3", "session_timeout": "6"}
@@ -29,7 +30,9 @@ def test_worker_killed_mid_stream_and_restarted(cluster: Cluster, sig: int) -> N
     for name in ("w1", "w2", "w3"):
         cluster.start(name)
     run_stream(
-        cluster.env, events=8000, rate=400,
+        cluster.env,
+        events=8000,
+        rate=400,
         script=[(7, lambda: cluster.stop("w2", sig)), (13, lambda: cluster.start("w2"))],
     )
     assert_exact(cluster, Settings.from_env(cluster.env))
@@ -45,14 +48,18 @@ def test_worker_restarted_with_a_wiped_data_directory(cluster: Cluster) -> None:
         cluster.stop("w2", signal.SIGKILL)
         cluster.wipe("w2")
 
-    run_stream(cluster.env, events=8000, rate=400, script=[(7, kill_and_wipe), (13, lambda: cluster.start("w2"))])
+    run_stream(
+        cluster.env, events=8000, rate=400, script=[(7, kill_and_wipe), (13, lambda: cluster.start("w2"))]
+    )
     assert_exact(cluster, Settings.from_env(cluster.env))
 
 
 def test_scale_one_to_three_to_two_workers(cluster: Cluster) -> None:
     cluster.start("w1")
     run_stream(
-        cluster.env, events=8000, rate=400,
+        cluster.env,
+        events=8000,
+        rate=400,
         script=[
             (5, lambda: cluster.start("w2")),
             (6, lambda: cluster.start("w3")),
@@ -69,3 +76,80 @@ def test_broker_restart_mid_stream(cluster: Cluster) -> None:
     restart = lambda: subprocess.run([str(ROOT / "tools/kafka/kafka.sh"), "restart"], check=True)  # noqa: E731
     run_stream(cluster.env, events=6000, rate=400, script=[(6, restart)])
     assert_exact(cluster, Settings.from_env(cluster.env))
+
+
+def test_adaptive_random_forest_over_a_megabyte_recovers_exactly(tmp_path: Path) -> None:
+    env = unique_env(8, model="adaptive_random_forest", **FAST_SNAPSHOTS)
+    cluster = Cluster(env, tmp_path)
+    try:
+        for name in ("w1", "w2", "w3"):
+            cluster.start(name)
+        run_stream(
+            env,
+            events=10400,
+            rate=400,
+            script=[(10, lambda: cluster.stop("w2", signal.SIGKILL)), (17, lambda: cluster.start("w2"))],
+        )
+        assert_exact(cluster, Settings.from_env(env), timeout=300)
+        sizes = [s["snapshot"]["bytes"] for s, _ in cluster.served().values()]
+        assert max(sizes) > 1_000_000, f"snapshots of {sizes} bytes: the forest should pass 1 MB"
+    finally:
+        cluster.stop_all()
+
+
+def test_a_64_megabyte_snapshot_is_written_and_recovered_from_the_changelog(tmp_path: Path) -> None:
+    """With streamapp's own limits (topic, producer, fetch), no broker setting changed."""
+    env = unique_env(
+        2, model="tests.big_model:factory", snapshot_every_events="100", snapshot_every_seconds="60"
+    )
+    cluster = Cluster(env, tmp_path)
+    try:
+        cluster.start("w1")
+        run_stream(env, events=400, rate=100, script=[])
+        assert_exact(cluster, Settings.from_env(env))
+        assert all(s["snapshot"]["bytes"] > 60 * 2**20 for s, _ in cluster.served().values())
+        cluster.stop("w1", signal.SIGKILL)
+        cluster.wipe("w1")  # recovery must read the 60 MiB records back from Kafka
+        cluster.start("w1")
+        assert_exact(cluster, Settings.from_env(env))
+        restored = [s["recovery"]["from"] for s, _ in cluster.served().values()]
+        assert restored == ["snapshot", "snapshot"]
+    finally:
+        cluster.stop_all()
+
+
+def test_an_oversized_snapshot_is_a_clear_error_and_the_stream_goes_on(tmp_path: Path) -> None:
+    env = unique_env(1, max_snapshot_bytes="2000")
+    cluster = Cluster(env, tmp_path)
+    try:
+        worker = cluster.start("w1")
+        run_stream(env, events=300, rate=300, script=[])
+        assert_exact(cluster, Settings.from_env(env))
+        (state,) = worker.models().values()
+        assert state["snapshot"]["errors"] >= 1 and state["snapshot"]["seq"] == 0
+        assert "over the limit of 2000 (STREAMAPP_MAX_SNAPSHOT_BYTES)" in worker.log_path.read_text()
+    finally:
+        cluster.stop_all()
+
+
+def test_events_deleted_before_they_were_learned_are_reported_not_hidden(tmp_path: Path) -> None:
+    env = unique_env(1, snapshot_every_events="200", snapshot_every_seconds="600")
+    settings = Settings.from_env(env)
+    cluster = Cluster(env, tmp_path)
+    try:
+        worker = cluster.start("w1")
+        run_stream(env, events=500, rate=0, script=[])
+        wait_for("offset 499", lambda: worker.models().get(0, {}).get("offset_applied") == 499, 60)
+        assert worker.models()[0]["snapshot"]["offset"] == 400
+        time.sleep(4)  # let Faust commit offset 500
+        cluster.stop("w1", signal.SIGKILL)
+        delete_records_before(settings.events_topic, 0, 450)  # retention took 401..449
+        cluster.start("w1")
+        run_stream(env, events=100, rate=0, script=[])
+        wait_for("offset 599", lambda: worker.models().get(0, {}).get("offset_applied") == 599, 60)
+        state = worker.models()[0]
+        assert state["events_lost_to_retention"] == 49
+        assert state["events_learned"] == 401 + 150
+        assert "RETENTION LOSS: 49 events after the model's offset 400" in worker.log_path.read_text()
+    finally:
+        cluster.stop_all()

@@ -37,7 +37,7 @@ def test_values_are_parsed_and_brokers_normalised() -> None:
         ({"STREAMAPP_TASK": "clustering"}, "is not one of auto, binary"),
         ({"STREAMAPP_PARTITONS": "3"}, "unknown setting STREAMAPP_PARTITONS"),
         ({"STREAMAPP_PREDICTIONS_TOPIC": "events"}, "must differ"),
-        ({"STREAMAPP_MAX_SNAPSHOT_BYTES": "20000000"}, "must be below STREAMAPP_KAFKA_MAX_MESSAGE_BYTES"),
+        ({"STREAMAPP_MAX_SNAPSHOT_BYTES": "80000000"}, "must be below STREAMAPP_KAFKA_MAX_MESSAGE_BYTES"),
     ],
 )
 def test_bad_values_say_what_to_fix(env: dict[str, str], message: str) -> None:
