@@ -110,7 +110,7 @@ def assert_exact(cluster: Cluster, settings: Settings, timeout: float = 180) -> 
     served = cluster.served()
     build = models.resolve(settings.model).build
     predictions: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for partition, recs in read_topic(settings.predictions_topic, partitions).items():
+    for recs in read_topic(settings.predictions_topic, partitions).values():
         for rec in recs:
             doc = orjson.loads(rec.value)
             predictions[doc["partition"]][doc["offset"]].append(doc)
