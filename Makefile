@@ -26,7 +26,12 @@ run: install
 	@WORKERS=$(WORKERS) $(BIN)/python tools/run_demo.py
 
 test: install
-	@bash tools/test.sh
+	@tools/with_kafka.sh $(BIN)/python -m pytest
+
+# Throughput against the bare River loop, snapshot cost, fail-over time (minutes, not seconds).
+bench: install
+	@tools/with_kafka.sh bash -c '$(BIN)/python -m bench.throughput && $(BIN)/python -m bench.snapshot_cost \
+		&& $(BIN)/python -m bench.failover --signal KILL && $(BIN)/python -m bench.failover --signal TERM'
 
 lint: install
 	$(BIN)/ruff check streamapp tests tools bench

@@ -25,7 +25,7 @@ def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
     c.stop_all()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_worker_killed_mid_stream_and_restarted(cluster: Cluster, sig: int) -> None:
     for name in ("w1", "w2", "w3"):
         cluster.start(name)

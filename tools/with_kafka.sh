@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: start the local broker unless one answers, run the whole suite, stop what we started.
+# Run a command with the local broker up: start it unless one answers, stop it after if we did.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 started=0
@@ -7,7 +7,7 @@ if ! tools/kafka/kafka.sh status >/dev/null 2>&1; then
   tools/kafka/kafka.sh up || exit 1
   started=1
 fi
-.venv/bin/python -m pytest "$@"
+"$@"
 rc=$?
 [ "$started" = 1 ] && tools/kafka/kafka.sh down
 exit $rc
