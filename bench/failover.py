@@ -55,12 +55,10 @@ def main() -> None:
         finally:
             producer.kill()
             cluster.stop_all()
-    print(
-        f"SIG{args.signal} of 1 of 3 workers ({len(moved)} of 8 partitions), {args.model}, session timeout {session:g} s"
-    )
-    print(
-        f"every partition owned again after {owned_after:.1f} s, serving new events after {serving_after:.1f} s"
-    )
+    print(f"SIG{args.signal} of 1 of 3 workers ({len(moved)} of 8 partitions), {args.model}, ", end="")
+    print(f"session timeout {session:g} s")
+    print(f"every partition owned again after {owned_after:.1f} s, ", end="")
+    print(f"serving new events after {serving_after:.1f} s")
 
 
 if __name__ == "__main__":

@@ -53,9 +53,10 @@ def main() -> None:
     for model in args.models.split(","):
         bare, _, _ = run(model, events, None)
         total, spent, sizes = run(model, events, args.every)
+        mean_mb = sum(sizes) / max(len(sizes), 1) / 1e6
         print(
             f"| {model} | {args.events / bare:,.0f} | {args.events / total:,.0f} | {spent / total:.2%} "
-            f"| {len(sizes)} | {sum(sizes) / max(len(sizes), 1) / 1e6:.2f} MB | {max(sizes, default=0) / 1e6:.2f} MB |"
+            f"| {len(sizes)} | {mean_mb:.2f} MB | {max(sizes, default=0) / 1e6:.2f} MB |"
         )
 
 
