@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any
 
 from faust.types import TP, EventT, Message, TopicT
 
@@ -37,10 +37,6 @@ def snapshot_key(partition: int) -> str:
     return f"p{partition}"
 
 
-class Sender(Protocol):
-    async def send(self, *, key: Any = ..., value: Any = ..., headers: Any = ...) -> Any: ...
-
-
 class Learner:
     """Owns the in-memory partition states of one worker; the web views only read them."""
 
@@ -49,20 +45,22 @@ class Learner:
         settings: Settings,
         spec: ModelSpec,
         snapshots: MutableMapping[str, bytes],
-        predictions: TopicT | Sender,
-        deadletters: TopicT | Sender,
+        predictions: TopicT,
+        deadletters: TopicT,
+        seek: Callable[[TP, int], Awaitable[None]],
+        flush: Callable[[], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.spec = spec
         self.snapshots = snapshots
         self.predictions = predictions
         self.deadletters = deadletters
+        #: moves the consumer of one partition back to an offset
+        self.seek = seek
+        #: waits until everything produced so far is acknowledged by the broker
+        self.flush = flush
         self.states: dict[int, PartitionState] = {}
-        #: moves the consumer of one partition back to an offset (set by the application)
-        self.seek: Callable[[TP, int], Awaitable[None]] | None = None
         self._seeks: set[asyncio.Future[None]] = set()
-        #: waits until everything produced so far is acknowledged (set by the application)
-        self.flush: Callable[[], Awaitable[None]] | None = None
         self.started = time.time()
 
     # -- partition ownership ---------------------------------------------------------------------
@@ -203,11 +201,10 @@ class Learner:
             offset,
             expected,
         )
-        if self.seek is not None:
-            # In the background: the agent must keep draining the events fetched before the seek.
-            task = asyncio.ensure_future(self.seek(tp, expected))
-            self._seeks.add(task)
-            task.add_done_callback(self._seeks.discard)
+        # In the background: the agent must keep draining the events fetched before the seek.
+        task = asyncio.ensure_future(self.seek(tp, expected))
+        self._seeks.add(task)
+        task.add_done_callback(self._seeks.discard)
 
     async def _maybe_snapshot(self, state: PartitionState) -> None:
         now = time.time()
@@ -224,7 +221,7 @@ class Learner:
             return
         self.snapshots[snapshot_key(state.partition)] = blob
         state.snapshot_taken(len(blob), now)
-        if self.flush is not None and len(blob) > FLUSH_SNAPSHOTS_OVER:
+        if len(blob) > FLUSH_SNAPSHOTS_OVER:
             # One large snapshot in flight at a time: the producer packs the records of every
             # partition bound for one broker into one request, and two 60 MB snapshots would
             # pass the broker's socket.request.max.bytes (100 MiB by default).

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any, cast
 
 import faust
@@ -17,7 +17,7 @@ from faust.types import TP, StreamT, TopicT
 
 from streamapp import models, web
 from streamapp.agent import GapError, Learner
-from streamapp.recovery import ConsumerOffsets, resume_at_model_offsets
+from streamapp.recovery import ConsumerOffsets, resume_at_model_offsets, seek_back
 from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,16 +25,15 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
 
-def snapshot_table_options(settings: Settings) -> dict[str, Any]:
-    """RocksDB memory per partition db: Faust's defaults (3 x 64 MiB memtables, 2 GiB cache) are
-    sized for one big table, but a worker opens one db per partition, standbys included."""
-    return {
-        "write_buffer_size": 8 * MIB,
-        "max_write_buffer_number": 2,
-        "target_file_size_base": 16 * MIB,
-        "block_cache_size": 16 * MIB,
-        "block_cache_compressed_size": 0,
-    }
+# RocksDB memory per partition db: Faust's defaults (3 x 64 MiB memtables, 2 GiB cache) suit one
+# big table, but a worker opens one db per partition it serves or stands by for.
+SNAPSHOT_TABLE_ROCKSDB = {
+    "write_buffer_size": 8 * MIB,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * MIB,
+    "block_cache_size": 16 * MIB,
+    "block_cache_compressed_size": 0,
+}
 
 
 def key_by_field(field: str) -> Callable[[bytes], bytes]:
@@ -109,7 +108,7 @@ def create_app(settings: Settings) -> faust.App:
         # Changelog records buffered per table during recovery: x 64 MiB at worst.
         recovery_buffer_size=4,
         standby_buffer_size=4,
-        options=snapshot_table_options(settings),
+        options=SNAPSHOT_TABLE_ROCKSDB,
         extra_topic_configs={
             "max.message.bytes": str(settings.kafka_max_message_bytes),
             "segment.bytes": str(64 * MIB),
@@ -117,33 +116,11 @@ def create_app(settings: Settings) -> faust.App:
             "max.compaction.lag.ms": str(30 * 60 * 1000),
         },
     )
-    learner = Learner(settings, spec, snapshots, predictions, deadletters)
-    app.learner = learner  # type: ignore[attr-defined]
-
-    async def seek(where: TP, offset: int) -> None:
-        """Pause, let the fetched batch drain, seek, resume: Faust drops re-read records that
-        arrive while its drain loop still holds later ones."""
-        tp = TP(where.topic, where.partition)  # Faust's own TP: its partition sets assert the type
-
-        def still_ours() -> bool:
-            # A rebalance repositions every partition anyway (recovery), and seeking a partition
-            # that is no longer assigned would crash the consumer thread.
-            return not app.rebalancing and tp in app.consumer.assignment()
-
-        if not still_ours():
-            return
-        app.consumer.pause_partitions([tp])
-        await asyncio.sleep(0.5)
-        if still_ours():
-            await cast(ConsumerOffsets, app.consumer).seek_wait({tp: offset})
-            app.consumer.resume_partitions([tp])
-
-    learner.seek = seek
 
     async def flush() -> None:
         await app.producer.flush()
 
-    learner.flush = flush
+    learner = Learner(settings, spec, snapshots, predictions, deadletters, partial(seek_back, app), flush)
 
     # The agent's name prefixes the repartition topic: include the app id so apps never share one.
     @app.agent(events, name=f"{settings.app_id}-learn", concurrency=1)

@@ -9,17 +9,22 @@ the snapshot, else a new model) and commits `state.offset + 1`, so Faust's own s
 exactly the events the model has not learned. Events replayed past the old commit were scored
 before: their predictions are emitted again with `replayed: true`.
 
+Between rebalances Faust can still drop an event fetched around one; the agent's offset guard
+notices the gap and `seek_back` fetches the events again.
+
 If the log no longer holds the events after the snapshot (retention deleted them), the model
 cannot be exact: this says so loudly, counts the lost events and continues from the earliest one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from typing import Protocol, cast
 
+import faust
 from faust.types import TP
 
 from streamapp.state import PartitionState
@@ -102,3 +107,25 @@ async def resume_at_model_offsets(
     # or never, and leaves them wherever the fetcher got to while recovery ran.
     await consumer.seek_wait(positions)
     return plan
+
+
+async def seek_back(app: faust.App, where: TP, offset: int) -> None:
+    """Move one partition's consumer back to `offset`, to fetch events that Faust dropped.
+
+    Pause, let the batch already fetched drain, seek, resume: Faust drops re-read records that
+    arrive while its drain loop still holds later ones.
+    """
+    tp = TP(where.topic, where.partition)  # Faust's own TP: its partition sets assert the type
+
+    def still_ours() -> bool:
+        # A rebalance positions every partition anyway (above), and seeking a partition that is
+        # no longer assigned would crash the consumer thread.
+        return not app.rebalancing and tp in app.consumer.assignment()
+
+    if not still_ours():
+        return
+    app.consumer.pause_partitions([tp])
+    await asyncio.sleep(0.5)
+    if still_ours():
+        await cast(ConsumerOffsets, app.consumer).seek_wait({tp: offset})
+        app.consumer.resume_partitions([tp])
