@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from faust.types import TP, EventT, Message, TopicT
+from faust.types import TP, EventT, Message
 
 from streamapp import records, snapshot
 from streamapp.models import ModelSpec
@@ -33,6 +33,9 @@ class GapError(RuntimeError):
     """A partition's log lacks offsets the model needs; learning on would not be exact."""
 
 
+Emit = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None], Awaitable[None]]
+
+
 def snapshot_key(partition: int) -> str:
     return f"p{partition}"
 
@@ -45,16 +48,15 @@ class Learner:
         settings: Settings,
         spec: ModelSpec,
         snapshots: MutableMapping[str, bytes],
-        predictions: TopicT,
-        deadletters: TopicT,
+        emit: Emit,
         seek: Callable[[TP, int], Awaitable[None]],
         flush: Callable[[], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.spec = spec
         self.snapshots = snapshots
-        self.predictions = predictions
-        self.deadletters = deadletters
+        #: hands a record for a topic to the producer (delivery is checked asynchronously)
+        self.emit = emit
         #: moves the consumer of one partition back to an offset
         self.seek = seek
         #: waits until everything produced so far is acknowledged by the broker
@@ -167,17 +169,14 @@ class Learner:
                         "end_to_end_s": sent_at - produced,
                     },
                 }
-                await self.predictions.send(key=message.key, value=records.encode(record))
+                await self.emit(self.settings.predictions_topic, message.key, records.encode(record), None)
         await self._maybe_snapshot(state)
 
     async def _dead_letter(self, state: PartitionState, message: Message, reason: str) -> None:
         state.deadletters += 1
         state.advance(message.offset)
-        await self.deadletters.send(
-            key=message.key,
-            value=message.value,
-            headers=records.deadletter_headers(reason, message.topic, message.partition, message.offset),
-        )
+        headers = records.deadletter_headers(reason, message.topic, message.partition, message.offset)
+        await self.emit(self.settings.deadletter_topic, message.key, message.value, headers)
         log.warning("partition %d offset %d: dead letter: %s", message.partition, message.offset, reason)
 
     def _on_gap(self, state: PartitionState, tp: TP, offset: int) -> None:
