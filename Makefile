@@ -11,7 +11,7 @@ WORKERS ?= 1
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -28,10 +28,10 @@ run: install
 test: install
 	@tools/with_kafka.sh $(BIN)/python -m pytest
 
-# Throughput against the bare River loop, snapshot cost, fail-over time (minutes, not seconds).
+# streamapp against River's own loop and the paper's plain consumer loop; writes bench/RESULTS.md.
+# QUICK=1: a short run (under 3 minutes); SOAK=20m: also hold 70% of the maximum for 20 minutes.
 bench: install
-	@tools/with_kafka.sh bash -c '$(BIN)/python -m bench.throughput && $(BIN)/python -m bench.snapshot_cost \
-		&& $(BIN)/python -m bench.failover --signal KILL && $(BIN)/python -m bench.failover --signal TERM'
+	@tools/with_kafka.sh $(BIN)/python -m bench.run $(if $(QUICK),--quick) $(if $(SOAK),--soak $(SOAK))
 
 lint: install
 	$(BIN)/ruff check streamapp tests tools bench

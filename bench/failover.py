@@ -20,13 +20,9 @@ from tests.integration.chaos import Cluster, start_producer
 from tests.integration.cluster import unique_env, wait_for
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--signal", choices=["KILL", "TERM"], default="KILL")
-    parser.add_argument("--model", default="hoeffding_tree")
-    args = parser.parse_args()
-    env = unique_env(8, model=args.model)
-    session = Settings.from_env(env).session_timeout
+def measure_failover(sig: str, model: str = "hoeffding_tree") -> tuple[int, float, float]:
+    """(partitions moved, seconds until all owned again, seconds until all serving again)."""
+    env = unique_env(8, model=model)
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(env, Path(tmp))
         producer = start_producer(env, events=300 * 90, rate=300)
@@ -37,7 +33,7 @@ def main() -> None:
             before = {p: s["offset_applied"] for p, (s, _) in cluster.served().items()}
             moved = [p for p, (_, w) in cluster.served().items() if w.datadir.name == "w2"]
             killed_at = time.monotonic()
-            cluster.stop("w2", getattr(signal, f"SIG{args.signal}"))
+            cluster.stop("w2", getattr(signal, f"SIG{sig}"))
 
             def owned() -> bool:
                 served = cluster.served()
@@ -55,7 +51,17 @@ def main() -> None:
         finally:
             producer.kill()
             cluster.stop_all()
-    print(f"SIG{args.signal} of 1 of 3 workers ({len(moved)} of 8 partitions), {args.model}, ", end="")
+    return len(moved), owned_after, serving_after
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--signal", choices=["KILL", "TERM"], default="KILL")
+    parser.add_argument("--model", default="hoeffding_tree")
+    args = parser.parse_args()
+    moved, owned_after, serving_after = measure_failover(args.signal, args.model)
+    session = Settings.from_env().session_timeout
+    print(f"SIG{args.signal} of 1 of 3 workers ({moved} of 8 partitions), {args.model}, ", end="")
     print(f"session timeout {session:g} s")
     print(f"every partition owned again after {owned_after:.1f} s, ", end="")
     print(f"serving new events after {serving_after:.1f} s")

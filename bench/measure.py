@@ -1,0 +1,111 @@
+"""Measuring any implementation the same way: from what it wrote to its output topic.
+
+Every implementation reads the same preloaded events and writes one record per event. The
+broker stamps each record with its producer's send time, so throughput is the number of output
+records over the time between the first and the last one, and the end-to-end latency of an event
+is its output record's time minus its input record's time: no implementation reports on itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from tqdm import tqdm
+
+BOOTSTRAP = "127.0.0.1:9092"
+
+
+@dataclass(frozen=True)
+class Timings:
+    count: int
+    first: float
+    last: float
+    latencies: list[float]  # seconds, output time - input time, when inputs were matched
+
+    @property
+    def throughput(self) -> float:
+        return (self.count - 1) / (self.last - self.first) if self.last > self.first else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def mean_latency(self) -> float:
+        return statistics.fmean(self.latencies) if self.latencies else float("nan")
+
+
+async def _read(topic: str, partitions: int) -> list[ConsumerRecord[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        while len(out) < sum(ends.values()):
+            for tp, batch in (await consumer.getmany(timeout_ms=1000, max_records=50_000)).items():
+                out.extend(r for r in batch if r.offset < ends[tp])
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _count(topic: str, partitions: int) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+def timings(output_topic: str, input_topic: str, partitions: int) -> Timings:
+    """Throughput and end-to-end latencies of everything in `output_topic`.
+
+    Output records are JSON naming the input's "partition" and "offset".
+    """
+    sent = {(r.partition, r.offset): r.timestamp / 1000 for r in asyncio.run(_read(input_topic, partitions))}
+    outputs = asyncio.run(_read(output_topic, partitions))
+    stamps = [r.timestamp / 1000 for r in outputs]
+    latencies = []
+    for record, stamp in zip(outputs, stamps, strict=True):
+        doc = orjson.loads(record.value)
+        latencies.append(stamp - sent[(doc["partition"], doc["offset"])])
+    return Timings(len(outputs), min(stamps, default=0.0), max(stamps, default=0.0), latencies)
+
+
+def wait_for_count(topic: str, partitions: int, count: int, timeout: float) -> None:
+    """Block until `topic` holds at least `count` records, showing progress."""
+    deadline = time.monotonic() + timeout
+    with tqdm(total=count, unit="ev", desc=f"  {topic}", leave=False) as bar:
+        while True:
+            now = asyncio.run(_count(topic, partitions))
+            bar.update(now - bar.n)
+            if now >= count:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {now} of {count} records after {timeout} s")
+            time.sleep(0.5)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB; 0 when it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0

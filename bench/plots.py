@@ -1,0 +1,74 @@
+"""The benchmark's figures as PNG files (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def throughput(results: dict[str, Any], names: list[str], path: Path) -> None:
+    """Grouped bars per model; each bar labelled with its ratio to the limit."""
+    models = list(results)
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        values = [results[model].throughput[n] for n in names]
+        bars = ax.bar(range(len(names)), values, color=["#888888", "#4c72b0", "#dd8452", "#c44e52"])
+        limit = values[0]
+        for bar, value in zip(bars, values, strict=True):
+            ax.annotate(
+                f"{value / limit:.2f}x",
+                (bar.get_x() + bar.get_width() / 2, value),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        ax.set_xticks(range(len(names)), [n.replace("streamapp ", "sa\n") for n in names], fontsize=8)
+        ax.set_title(model, fontsize=10)
+        ax.set_ylabel("events/s")
+    fig.suptitle("Throughput (ratio to River's own loop in memory)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def latency(results: dict[str, Any], path: Path) -> None:
+    """p50 / p99 / max end-to-end latency per model and load."""
+    labels, p50, p99, peak = [], [], [], []
+    for model, result in results.items():
+        for share, timings in result.latency.items():
+            labels.append(f"{model}\n{share:.0%}")
+            p50.append(timings.percentile(0.5) * 1000)
+            p99.append(timings.percentile(0.99) * 1000)
+            peak.append(max(timings.latencies) * 1000)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4))
+    width = 0.27
+    xs = range(len(labels))
+    ax.bar([x - width for x in xs], p50, width, label="p50")
+    ax.bar(list(xs), p99, width, label="p99")
+    ax.bar([x + width for x in xs], peak, width, label="max")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (log scale)")
+    ax.set_xticks(list(xs), labels, fontsize=8)
+    ax.axhline(50, color="grey", linestyle="--", linewidth=0.8)
+    ax.legend()
+    ax.set_title("End-to-end latency, one worker, at 50% and 80% of its maximum")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def soak(samples: list[tuple[float, float]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([t / 60 for t, _ in samples], [m for _, m in samples])
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("worker RSS (MB)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Soak at 70% of the maximum rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,335 @@
+"""`make bench`: streamapp against the physical limit and the paper's design, in one run.
+
+    python -m bench.run [--quick] [--soak 20m]
+
+For each model, the same job (consume an event, predict, learn from its label, emit the
+prediction) on the same preloaded card transactions in 8 partitions, by:
+  limit       River's own loop over the events in memory (no Kafka): the physical limit
+  plain loop  the paper's design: an aiokafka consumer loop, models in memory, one process
+  streamapp   1 worker and 2 workers, snapshots on at their defaults
+Then streamapp's end-to-end latency at 50% and 80% of its measured maximum with an open-loop
+producer, its snapshot overhead, and optionally a soak at 70% of the maximum. Results go to
+bench/RESULTS.md and bench/*.png; measurements come from the output topics (bench/measure.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import measure, plots
+from bench.failover import measure_failover
+from streamapp import datasets, models, producer
+from streamapp.records import Event
+from streamapp.settings import Settings
+from streamapp.state import PartitionState
+from tests.integration.cluster import ROOT, Worker, unique_env, wait_for
+
+PARTITIONS = 8
+MODELS = ("hoeffding_tree", "half_space_trees", "adaptive_random_forest")
+OUT = ROOT / "bench"
+
+
+@dataclass
+class Result:
+    throughput: dict[str, float] = field(default_factory=dict)  # implementation -> events/s
+    memory: dict[str, float] = field(default_factory=dict)  # implementation -> peak MB per process
+    latency: dict[float, measure.Timings] = field(default_factory=dict)  # share of max -> timings
+    snapshots_off: float = 0.0  # one worker's events/s with snapshots off (0: not measured)
+
+
+def limit(model: str, events: int) -> float:
+    """River alone: predict_proba/score, learn, over dicts in memory, one model per partition."""
+    spec = models.resolve(model)
+    states = [PartitionState(p, spec, pending_max=0) for p in range(PARTITIONS)]
+    samples = list(datasets.load("card", limit=events))
+    start = time.perf_counter()
+    for offset, sample in enumerate(samples):
+        states[offset % PARTITIONS].apply_event(Event(sample.id, sample.x, sample.y, None), offset)
+    return events / (time.perf_counter() - start)
+
+
+def feed(env: dict[str, str], events: int, rate: float = 0) -> None:
+    """Produce the card events (as fast as possible by default: ~70k/s, above any consumer)."""
+    asyncio.run(producer.produce(Settings.from_env(env), "card", rate=rate, limit=events, progress=False))
+
+
+def start_workers(env: dict[str, str], count: int, root: Path) -> list[Worker]:
+    """Workers that have joined the group and finished their first recovery."""
+    workers = [Worker(env, root / f"w{i}").start() for i in range(count)]
+    for worker in workers:
+        wait_for("the worker to be ready", lambda w=worker: "Worker ready" in w.log_path.read_text(), 60)
+    time.sleep(3)  # let the last join's rebalance settle
+    return workers
+
+
+def run_workers(env: dict[str, str], count: int, events: int, timeout: float) -> tuple[float, float]:
+    """(events/s, peak MB of the largest worker) of `count` streamapp workers."""
+    settings = Settings.from_env(env)
+    with tempfile.TemporaryDirectory() as tmp:
+        workers = start_workers(env, count, Path(tmp))
+        try:
+            feed(env, events)
+            measure.wait_for_count(settings.predictions_topic, PARTITIONS, events, timeout)
+            memory = max(measure.peak_rss_mb(w.proc.pid) for w in workers if w.proc)
+        finally:
+            for worker in workers:
+                worker.stop()
+    timings = measure.timings(settings.predictions_topic, settings.events_topic, PARTITIONS)
+    return timings.throughput, memory
+
+
+def run_plain_loop(env: dict[str, str], events: int, timeout: float) -> tuple[float, float]:
+    settings = Settings.from_env(env)
+    command = [sys.executable, "-m", "bench.plain_loop", "--topic", settings.events_topic]
+    command += ["--output", settings.predictions_topic, "--model", settings.model, "--group", settings.app_id]
+    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
+    try:
+        time.sleep(4)  # joined and assigned
+        feed(env, events)
+        measure.wait_for_count(settings.predictions_topic, PARTITIONS, events, timeout)
+        memory = measure.peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    timings = measure.timings(settings.predictions_topic, settings.events_topic, PARTITIONS)
+    return timings.throughput, memory
+
+
+def latency(model: str, rate: float, seconds: float) -> measure.Timings:
+    """One worker, ready, fed by an open-loop producer at `rate` events/s."""
+    events = int(rate * seconds)
+    env = unique_env(PARTITIONS, model=model)
+    settings = Settings.from_env(env)
+    with tempfile.TemporaryDirectory() as tmp:
+        (worker,) = start_workers(env, 1, Path(tmp))
+        try:
+            feed(env, events, rate)
+            measure.wait_for_count(settings.predictions_topic, PARTITIONS, events, seconds + 120)
+        finally:
+            worker.stop()
+    return measure.timings(settings.predictions_topic, settings.events_topic, PARTITIONS)
+
+
+def soak(model: str, rate: float, seconds: float) -> list[tuple[float, float]]:
+    """(seconds, worker RSS in MB) every 10 s while one worker takes `rate` events/s."""
+    env = unique_env(PARTITIONS, model=model)
+    samples: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = Worker(env, Path(tmp) / "w1").start()
+        feeder = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamapp",
+                "produce",
+                "--rate",
+                str(rate),
+                "--limit",
+                str(int(rate * seconds)),
+                "--quiet",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+        )
+        start = time.monotonic()
+        try:
+            while feeder.poll() is None:
+                assert worker.proc is not None
+                samples.append((time.monotonic() - start, current_rss_mb(worker.proc.pid)))
+                print(f"  soak {samples[-1][0]:6.0f} s: worker RSS {samples[-1][1]:.0f} MB", flush=True)
+                time.sleep(10)
+        finally:
+            feeder.kill()
+            worker.stop()
+    return samples
+
+
+def current_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    python = platform.python_version()
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {python}, Kafka 4.2.2 (local, KRaft)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small runs, under 3 minutes")
+    parser.add_argument("--soak", default="", help="also hold 70%% of the maximum rate this long: 20m, 90s")
+    args = parser.parse_args()
+    sizes = (
+        {m: 10_000 for m in MODELS} | {"adaptive_random_forest": 2_000}
+        if args.quick
+        else {"hoeffding_tree": 200_000, "half_space_trees": 200_000, "adaptive_random_forest": 100_000}
+    )
+    results: dict[str, Result] = {}
+    started = time.monotonic()
+    for model in MODELS:
+        events = sizes[model]
+        result = results[model] = Result()
+        print(f"== {model}: {events} card events in {PARTITIONS} partitions", flush=True)
+        result.throughput["limit"] = limit(model, events)
+        print(f"  limit (River in memory): {result.throughput['limit']:,.0f} events/s", flush=True)
+        timeout = events / 200 + 300
+        for name, workers in (("plain loop", 0), ("streamapp 1 worker", 1), ("streamapp 2 workers", 2)):
+            env = unique_env(PARTITIONS, model=model)
+            if workers:
+                throughput, memory = run_workers(env, workers, events, timeout)
+            else:
+                throughput, memory = run_plain_loop(env, events, timeout)
+            result.throughput[name], result.memory[name] = throughput, memory
+            print(f"  {name}: {throughput:,.0f} events/s, peak {memory:.0f} MB", flush=True)
+        if not args.quick:
+            off = unique_env(
+                PARTITIONS, model=model, snapshot_every_events="1000000000", snapshot_every_seconds="1e9"
+            )
+            result.snapshots_off, _ = run_workers(off, 1, events, timeout)
+            print(f"  snapshots off: {result.snapshots_off:,.0f} events/s", flush=True)
+        for share in (0.5, 0.8) if model == "hoeffding_tree" or not args.quick else ():
+            rate = share * result.throughput["streamapp 1 worker"]
+            timings = latency(model, rate, 5 if args.quick else 20)
+            result.latency[share] = timings
+            print(
+                f"  latency at {share:.0%} ({rate:,.0f}/s): p50 {timings.percentile(0.5) * 1000:.1f} ms, "
+                f"p99 {timings.percentile(0.99) * 1000:.1f} ms, max {max(timings.latencies) * 1000:.1f} ms",
+                flush=True,
+            )
+    failover = {} if args.quick else {sig: measure_failover(sig) for sig in ("KILL", "TERM")}
+    soaked = []
+    if args.soak:
+        seconds = parse_duration(args.soak)
+        rate = 0.7 * results["hoeffding_tree"].throughput["streamapp 1 worker"]
+        soaked = soak("hoeffding_tree", rate, seconds)
+    report = write_results(results, failover, soaked, sizes, args.quick)
+    print(report)
+    print(f"bench finished in {(time.monotonic() - started) / 60:.1f} min; see bench/RESULTS.md")
+
+
+def parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text[-1:] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def write_results(
+    results: dict[str, Result],
+    failover: dict[str, tuple[int, float, float]],
+    soaked: list[tuple[float, float]],
+    sizes: dict[str, int],
+    quick: bool,
+) -> str:
+    """bench/RESULTS.md and the plots; returns the main table."""
+    names = ["limit", "plain loop", "streamapp 1 worker", "streamapp 2 workers"]
+    lines = [
+        "| model | events | " + " | ".join(names) + " | 1 worker / limit | 2 workers / 1 worker |",
+        "|---|---|" + "---|" * (len(names) + 2),
+    ]
+    for model, result in results.items():
+        t = result.throughput
+        cells = [f"{t[n]:,.0f}" for n in names]
+        lines.append(
+            f"| {model} | {sizes[model]:,} | "
+            + " | ".join(cells)
+            + f" | {t['streamapp 1 worker'] / t['limit']:.2f} | "
+            f"{t['streamapp 2 workers'] / t['streamapp 1 worker']:.2f} |"
+        )
+    table = "\n".join(lines)
+    memory = ["| model | " + " | ".join(names[1:]) + " |", "|---|" + "---|" * (len(names) - 1)]
+    for model, result in results.items():
+        memory.append(f"| {model} | " + " | ".join(f"{result.memory[n]:.0f} MB" for n in names[1:]) + " |")
+    latency = ["| model | load | events/s | p50 | p99 | max |", "|---|---|---|---|---|---|"]
+    for model, result in results.items():
+        for share, timings in result.latency.items():
+            rate = share * result.throughput["streamapp 1 worker"]
+            latency.append(
+                f"| {model} | {share:.0%} | {rate:,.0f} | {timings.percentile(0.5) * 1000:.1f} ms | "
+                f"{timings.percentile(0.99) * 1000:.1f} ms | {max(timings.latencies) * 1000:.1f} ms |"
+            )
+    overhead = ["| model | snapshots off | at defaults | cost |", "|---|---|---|---|"]
+    for model, result in results.items():
+        if result.snapshots_off:
+            on = result.throughput["streamapp 1 worker"]
+            overhead.append(
+                f"| {model} | {result.snapshots_off:,.0f} | {on:,.0f} | {1 - on / result.snapshots_off:.1%} |"
+            )
+    sections = [
+        "# Benchmark results",
+        "",
+        f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}{' (--quick)' if quick else ''} on "
+        f"{machine()}. Data: synthetic card transactions (streamapp's `card` dataset, seed 42), keyed by "
+        f"card, preloaded in {PARTITIONS} partitions. Job: decode, predict, update metrics, learn, emit the "
+        "prediction. Throughput and latency are read from the output topics' timestamps "
+        "(bench/measure.py). Reproduce with `make bench` (`make bench QUICK=1` for a short run).",
+        "",
+        "## Throughput (events/s)",
+        "",
+        table,
+        "",
+        "![throughput](throughput.png)",
+        "",
+        "## Peak memory per process",
+        "",
+        "\n".join(memory),
+        "",
+        "## End-to-end latency, one worker, open-loop producer",
+        "",
+        "From the event's produce time to its prediction's produce time, at 50% and 80% of the "
+        "worker's measured maximum.",
+        "",
+        "\n".join(latency),
+        "",
+        "![latency](latency.png)",
+    ]
+    if len(overhead) > 2:
+        sections += ["", "## Snapshot overhead (one worker)", "", "\n".join(overhead)]
+    if failover:
+        sections += ["", "## Fail-over (3 workers, 8 partitions, 300 events/s, Hoeffding tree)", ""]
+        sections += [
+            "| signal | partitions moved | all owned after | all serving after |",
+            "|---|---|---|---|",
+        ]
+        for sig, (moved, owned, serving) in failover.items():
+            sections.append(f"| SIG{sig} | {moved} | {owned:.1f} s | {serving:.1f} s |")
+    if soaked:
+        first, last = soaked[0][1], soaked[-1][1]
+        sections += [
+            "",
+            "## Soak (one worker, Hoeffding tree, 70% of the maximum)",
+            "",
+            f"Worker RSS from {first:.0f} MB to {last:.0f} MB over {soaked[-1][0] / 60:.0f} min.",
+            "",
+            "![soak](soak.png)",
+        ]
+    (OUT / "RESULTS.md").write_text("\n".join(sections) + "\n")
+    plots.throughput(results, names, OUT / "throughput.png")
+    plots.latency(results, OUT / "latency.png")
+    if soaked:
+        plots.soak(soaked, OUT / "soak.png")
+    return table
+
+
+if __name__ == "__main__":
+    main()
