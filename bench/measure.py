@@ -1,24 +1,23 @@
 """Measuring any implementation the same way: from what it wrote to its output topic.
 
-Every implementation reads the same preloaded events and writes one record per event. The
-broker stamps each record with its producer's send time, so throughput is the number of output
-records over the time between the first and the last one, and the end-to-end latency of an event
-is its output record's time minus its input record's time: no implementation reports on itself.
+Every implementation reads the same events and writes one record per event. Each record carries
+its producer's send time, so throughput is the number of output records over the time between
+the first and the last one, and the end-to-end latency of an event is its output record's time
+minus its input record's time: no implementation reports on itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
-BOOTSTRAP = "127.0.0.1:9092"
+from tests.integration.cluster import BOOTSTRAP, read_topic
 
 
 @dataclass(frozen=True)
@@ -38,28 +37,6 @@ class Timings:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-    @property
-    def mean_latency(self) -> float:
-        return statistics.fmean(self.latencies) if self.latencies else float("nan")
-
-
-async def _read(topic: str, partitions: int) -> list[ConsumerRecord[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, 0)
-        out: list[ConsumerRecord[bytes, bytes]] = []
-        while len(out) < sum(ends.values()):
-            for tp, batch in (await consumer.getmany(timeout_ms=1000, max_records=50_000)).items():
-                out.extend(r for r in batch if r.offset < ends[tp])
-        return out
-    finally:
-        await consumer.stop()
-
 
 async def _count(topic: str, partitions: int) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
@@ -76,8 +53,12 @@ def timings(output_topic: str, input_topic: str, partitions: int) -> Timings:
 
     Output records are JSON naming the input's "partition" and "offset".
     """
-    sent = {(r.partition, r.offset): r.timestamp / 1000 for r in asyncio.run(_read(input_topic, partitions))}
-    outputs = asyncio.run(_read(output_topic, partitions))
+    sent = {
+        (r.partition, r.offset): r.timestamp / 1000
+        for records in read_topic(input_topic, partitions).values()
+        for r in records
+    }
+    outputs = [r for records in read_topic(output_topic, partitions).values() for r in records]
     stamps = [r.timestamp / 1000 for r in outputs]
     latencies = []
     for record, stamp in zip(outputs, stamps, strict=True):

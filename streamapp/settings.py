@@ -19,24 +19,21 @@ class ConfigError(ValueError):
     """A setting is missing or wrong; the message names the variable and what is accepted."""
 
 
-def _positive_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from None
-    if value < 1:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} must be at least 1")
-    return value
+def _whole_number(minimum: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} must be at least {minimum}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number") from None
-    if value < 0:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} must be 0 or more")
-    return value
+_positive_int = _whole_number(1)
+_non_negative_int = _whole_number(0)
 
 
 def _positive_float(name: str, raw: str) -> float:

@@ -92,7 +92,7 @@ class PartitionState:
         if offset <= self.offset:
             self.replays_skipped += 1
             return "replay"
-        if (self.offset >= 0 or self.positioned) and offset != self.offset + 1:
+        if self.positioned and offset != self.offset + 1:
             self.gaps += 1
             return "gap"
         self.positioned = True
@@ -221,6 +221,8 @@ class PartitionState:
         self.snapshot_bytes = size
         self.snapshot_at = created
         self.events_since_snapshot = 0
+        self.reseeked_at = 0.0  # a monotonic time of the process that wrote the snapshot
+        self.reseeks_without_progress = 0
 
     def version(self) -> dict[str, Any]:
         """Which model made a prediction: replaying the partition to `offset` reproduces it."""
