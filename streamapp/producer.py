@@ -19,6 +19,8 @@ from tqdm import tqdm
 from streamapp import datasets
 from streamapp.settings import Settings
 
+MAX_IN_FLIGHT = 50_000  # sends without an acknowledgement before the producer waits
+
 
 def bootstrap_servers(broker: str) -> list[str]:
     """Faust's 'kafka://h:p;kafka://h2:p' as aiokafka's ['h:p', 'h2:p']."""
@@ -92,7 +94,11 @@ async def produce(
             sent += 1
             bar.update(1)
             if len(in_flight) >= 1000:
-                await _delivered(in_flight)
+                # Check without waiting, so that a paced stream stays smooth: only a long
+                # backlog of unacknowledged sends makes the producer wait for the broker.
+                _raise_failed(in_flight)
+                if len(in_flight) >= MAX_IN_FLIGHT:
+                    await _delivered(in_flight)
             if rate > 0:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
@@ -103,6 +109,14 @@ async def produce(
         bar.close()
         await producer.stop()
     return sent
+
+
+def _raise_failed(in_flight: list[asyncio.Future[Any]]) -> None:
+    """Drop the acknowledged sends; raise the error of a failed one."""
+    for future in in_flight:
+        if future.done():
+            future.result()
+    in_flight[:] = [future for future in in_flight if not future.done()]
 
 
 async def _delivered(in_flight: list[asyncio.Future[Any]]) -> None:
