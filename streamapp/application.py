@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import faust
 import orjson
+from aiokafka.errors import IllegalStateError
 from faust.types import TP, StreamT, TopicT
 
 from streamapp import models, web
@@ -169,6 +170,10 @@ def create_app(settings: Settings) -> faust.App:
             # ConsumerT's stubs omit _commit and seek_to_committed, which the consumer has.
             consumer = cast(ConsumerOffsets, app.consumer)
             await resume_at_model_offsets(learner, consumer, actives)
+        except IllegalStateError as exc:
+            # A new rebalance took partitions away while this one was being positioned; its own
+            # recovery runs this again for the partitions this worker then owns.
+            log.warning("streamapp: rebalanced again during recovery (%s); positioning then", exc)
         except Exception as exc:
             # Faust runs recover callbacks under asyncio.wait, which would swallow this.
             log.exception("streamapp: recovery failed, stopping the worker")

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol, cast
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 from streamapp.state import PartitionState
@@ -126,6 +127,10 @@ async def seek_back(app: faust.App, where: TP, offset: int) -> None:
         return
     app.consumer.pause_partitions([tp])
     await asyncio.sleep(0.5)
-    if still_ours():
+    if not still_ours():
+        return  # taken away in the meantime: its next owner's recovery positions it
+    try:
         await cast(ConsumerOffsets, app.consumer).seek_wait({tp: offset})
-        app.consumer.resume_partitions([tp])
+    except IllegalStateError:
+        return  # the same, a moment later
+    app.consumer.resume_partitions([tp])
