@@ -1,9 +1,9 @@
 """Measuring any implementation the same way: from what it wrote to its output topic.
 
-Every implementation reads the same events and writes one record per event. Each record carries
-its producer's send time, so throughput is the number of output records over the time between
-the first and the last one, and the end-to-end latency of an event is its output record's time
-minus its input record's time: no implementation reports on itself.
+Every implementation reads the same events and writes one record per event, which the broker
+stamps with its arrival time (stamp_on_arrival). Throughput is the number of output records
+over the time between the first and the last one; the end-to-end latency of an event is its
+output record's time minus its input record's time: no implementation reports on itself.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from tqdm import tqdm
 
 from tests.integration.cluster import BOOTSTRAP, read_topic
@@ -46,6 +48,22 @@ async def _count(topic: str, partitions: int) -> int:
         return sum(ends.values())
     finally:
         await consumer.stop()
+
+
+async def _stamp_on_arrival(topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        configs = {"message.timestamp.type": "LogAppendTime"}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+    finally:
+        await admin.close()
+
+
+def stamp_on_arrival(topic: str) -> None:
+    """Have the broker stamp the output topic's records: some frameworks (Quix Streams) copy the
+    input's timestamp to their outputs, which would hide their processing time."""
+    asyncio.run(_stamp_on_arrival(topic))
 
 
 def timings(output_topic: str, input_topic: str, partitions: int) -> Timings:

@@ -17,7 +17,9 @@ def throughput(results: dict[str, Any], names: list[str], path: Path) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
         values = [results[model].throughput[n] for n in names]
-        bars = ax.bar(range(len(names)), values, color=["#888888", "#4c72b0", "#dd8452", "#c44e52"])
+        bars = ax.bar(
+            range(len(names)), values, color=["#888888", "#4c72b0", "#55a868", "#dd8452", "#c44e52"]
+        )
         limit = values[0]
         for bar, value in zip(bars, values, strict=True):
             ax.annotate(
@@ -27,7 +29,8 @@ def throughput(results: dict[str, Any], names: list[str], path: Path) -> None:
                 va="bottom",
                 fontsize=8,
             )
-        ax.set_xticks(range(len(names)), [n.replace("streamapp ", "sa\n") for n in names], fontsize=8)
+        labels = [n.replace(" ", "\n", 1) for n in names]
+        ax.set_xticks(range(len(names)), labels, fontsize=7)
         ax.set_title(model, fontsize=10)
         ax.set_ylabel("events/s")
     fig.suptitle("Throughput (ratio to River's own loop in memory)")

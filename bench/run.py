@@ -6,6 +6,7 @@ For each model, the same job (consume an event, predict, learn from its label, e
 prediction) on the same card transactions in 8 partitions, by:
   limit       River's own loop over the events in memory (no Kafka): the physical limit
   plain loop  the paper's design: an aiokafka consumer loop, models in memory, one process
+  quix        the peer framework: Quix Streams, its RocksDB state and checkpointing on
   streamapp   1 worker and 2 workers, snapshots on at their defaults
 Then streamapp's end-to-end latency at 50% and 80% of its measured maximum with an open-loop
 producer, its snapshot overhead, and optionally a soak at 70% of the maximum. Results go to
@@ -36,6 +37,8 @@ from tests.integration.cluster import ROOT, Worker, unique_env, wait_for
 PARTITIONS = 8
 MODELS = ("hoeffding_tree", "half_space_trees", "adaptive_random_forest")
 OUT = ROOT / "bench"
+PEERS = {"plain loop": "bench.plain_loop", "quix streams": "bench.quix_app"}
+IMPLEMENTATIONS = ["limit", "plain loop", "quix streams", "streamapp 1 worker", "streamapp 2 workers"]
 
 
 @dataclass
@@ -55,6 +58,13 @@ def limit(model: str, events: int) -> float:
     for offset, sample in enumerate(samples):
         states[offset % PARTITIONS].apply_event(Event(sample.id, sample.x, sample.y, None), offset)
     return events / (time.perf_counter() - start)
+
+
+def fresh_env(model: str, **extra: str) -> dict[str, str]:
+    """New topics and group for one run; the broker stamps the outputs' arrival times."""
+    env = unique_env(PARTITIONS, model=model, **extra)
+    measure.stamp_on_arrival(Settings.from_env(env).predictions_topic)
+    return env
 
 
 def feed(env: dict[str, str], events: int, rate: float = 0) -> None:
@@ -87,9 +97,10 @@ def run_workers(env: dict[str, str], count: int, events: int, timeout: float) ->
     return timings.throughput, memory
 
 
-def run_plain_loop(env: dict[str, str], events: int, timeout: float) -> tuple[float, float]:
+def run_process(module: str, env: dict[str, str], events: int, timeout: float) -> tuple[float, float]:
+    """(events/s, peak MB) of one process of a peer implementation (bench.plain_loop, bench.quix_app)."""
     settings = Settings.from_env(env)
-    command = [sys.executable, "-m", "bench.plain_loop", "--topic", settings.events_topic]
+    command = [sys.executable, "-m", module, "--topic", settings.events_topic]
     command += ["--output", settings.predictions_topic, "--model", settings.model, "--group", settings.app_id]
     proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env})
     try:
@@ -107,7 +118,7 @@ def run_plain_loop(env: dict[str, str], events: int, timeout: float) -> tuple[fl
 def latency(model: str, rate: float, seconds: float) -> measure.Timings:
     """One worker, ready, fed by an open-loop producer at `rate` events/s."""
     events = int(rate * seconds)
-    env = unique_env(PARTITIONS, model=model)
+    env = fresh_env(model)
     settings = Settings.from_env(env)
     with tempfile.TemporaryDirectory() as tmp:
         (worker,) = start_workers(env, 1, Path(tmp))
@@ -193,16 +204,16 @@ def main() -> None:
         result.throughput["limit"] = limit(model, events)
         print(f"  limit (River in memory): {result.throughput['limit']:,.0f} events/s", flush=True)
         timeout = events / 200 + 300
-        for name, workers in (("plain loop", 0), ("streamapp 1 worker", 1), ("streamapp 2 workers", 2)):
-            env = unique_env(PARTITIONS, model=model)
-            if workers:
-                throughput, memory = run_workers(env, workers, events, timeout)
+        for name in IMPLEMENTATIONS[1:]:
+            env = fresh_env(model)
+            if name in PEERS:
+                throughput, memory = run_process(PEERS[name], env, events, timeout)
             else:
-                throughput, memory = run_plain_loop(env, events, timeout)
+                throughput, memory = run_workers(env, 1 if name.endswith("1 worker") else 2, events, timeout)
             result.throughput[name], result.memory[name] = throughput, memory
             print(f"  {name}: {throughput:,.0f} events/s, peak {memory:.0f} MB", flush=True)
         if not args.quick:
-            off = unique_env(
+            off = fresh_env(
                 PARTITIONS, model=model, snapshot_every_events="1000000000", snapshot_every_seconds="1e9"
             )
             result.snapshots_off, _ = run_workers(off, 1, events, timeout)
@@ -242,7 +253,7 @@ def write_results(
     quick: bool,
 ) -> str:
     """bench/RESULTS.md and the plots; returns the main table."""
-    names = ["limit", "plain loop", "streamapp 1 worker", "streamapp 2 workers"]
+    names = IMPLEMENTATIONS
     lines = [
         "| model | events | " + " | ".join(names) + " | 1 worker / limit | 2 workers / 1 worker |",
         "|---|---|" + "---|" * (len(names) + 2),

@@ -33,6 +33,8 @@ async def create_topics(settings: Settings) -> dict[str, str]:
             else:
                 message = rest[0] if rest else ""
                 raise RuntimeError(f"creating topic {name!r} failed: error {code} {message}")
+        if result[settings.events_topic] == "created":
+            return result  # with our partition count; a fresh topic's metadata may still lag
         described = await admin.describe_topics([settings.events_topic])
         found = len(described[0]["partitions"])
         if found != settings.partitions:

@@ -1,0 +1,81 @@
+"""The peer: the same job in Quix Streams, with its RocksDB state store and checkpointing on.
+
+    python -m bench.quix_app --topic events-x --output predictions-x --group g
+
+Quix state is scoped to the message key, so, as in streamapp, each partition's model lives in
+memory and is snapshotted every 5,000 events of the partition into the state of the event at
+hand (Quix writes it to RocksDB and its changelog at each checkpoint, every 5 s by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from typing import Any
+
+from quixstreams import Application, State, message_context
+
+from streamapp import models, records, snapshot
+from streamapp.records import Event
+from streamapp.state import PartitionState
+
+SNAPSHOT_EVERY = 5000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--model", default="hoeffding_tree")
+    parser.add_argument("--group", default="quix")
+    args = parser.parse_args()
+    spec = models.resolve(args.model)
+    states: dict[int, PartitionState] = {}
+
+    def score(value: bytes, state: State) -> bytes | None:
+        context = message_context()
+        partition, offset = context.partition, context.offset
+        model = states.get(partition)
+        if model is None:
+            model = states[partition] = PartitionState(partition, spec, pending_max=0)
+        received = time.time()
+        try:
+            event = records.decode(value, 65536)
+        except records.BadEvent:
+            return None
+        if not isinstance(event, Event):
+            return None
+        applied = model.apply_event(event, offset)
+        if model.events_since_snapshot >= SNAPSHOT_EVERY:
+            state.set("snapshot", snapshot.encode(model, 1 << 30))
+            model.snapshot_taken(0, time.time())
+        doc: dict[str, Any] = {
+            "id": event.id,
+            "partition": partition,
+            "offset": offset,
+            **applied.prediction,
+            "learned": applied.learned,
+            "timings": {"message_latency_s": received},
+        }
+        return records.encode(doc)
+
+    with tempfile.TemporaryDirectory() as state_dir:
+        app = Application(
+            broker_address=args.bootstrap,
+            consumer_group=args.group,
+            auto_offset_reset="earliest",
+            state_dir=state_dir,
+            loglevel="WARNING",
+        )
+        source = app.topic(args.topic, key_deserializer="bytes", value_deserializer="bytes")
+        sink = app.topic(args.output, key_serializer="bytes", value_serializer="bytes")
+        frame = app.dataframe(source)
+        frame = frame.apply(score, stateful=True).filter(lambda value: value is not None)
+        frame.to_topic(sink)
+        app.run()
+
+
+if __name__ == "__main__":
+    main()
