@@ -73,7 +73,9 @@ async def resume_at_model_offsets(
     for tp in tps:
         state, source = learner.state_for_recovery(tp.partition)
         first = earliest.get(tp, 0)
-        if state.offset + 1 < first:
+        if source == "new":
+            state.offset = max(state.offset, first - 1)  # a new model starts where the log starts
+        elif state.offset + 1 < first:
             lost = first - state.offset - 1
             log.error(
                 "partition %d: RETENTION LOSS: %d events after the model's offset %d were deleted "

@@ -73,6 +73,14 @@ async def test_events_lost_to_retention_are_counted_and_skipped() -> None:
     assert state.offset == 49
 
 
+async def test_a_new_model_starts_where_the_log_starts_without_alarm() -> None:
+    state = state_at(-1)
+    consumer = FakeConsumer(committed={0: None}, earliest={0: 500})
+    plan = await resume_at_model_offsets(FakeLearner({0: (state, "new")}), consumer, [TP(TOPIC, 0)])
+    assert plan == {0: (None, 500)}
+    assert state.events_lost_to_retention == 0
+
+
 async def test_a_failed_commit_stops_recovery() -> None:
     consumer = FakeConsumer(committed={0: 80}, earliest={0: 0}, commit_ok=False)
     with pytest.raises(RecoveryError):
