@@ -10,6 +10,7 @@ hand (Quix writes it to RocksDB and its changelog at each checkpoint, every 5 s 
 from __future__ import annotations
 
 import argparse
+import base64
 import tempfile
 import time
 from typing import Any
@@ -49,7 +50,8 @@ def main() -> None:
             return None
         applied = model.apply_event(event, offset)
         if model.events_since_snapshot >= SNAPSHOT_EVERY:
-            state.set("snapshot", snapshot.encode(model, 1 << 30))
+            # Quix state values go through JSON: the snapshot travels as base64 text.
+            state.set("snapshot", base64.b64encode(snapshot.encode(model, 1 << 30)).decode())
             model.snapshot_taken(0, time.time())
         doc: dict[str, Any] = {
             "id": event.id,
