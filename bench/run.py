@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from bench import measure, plots
@@ -72,11 +73,15 @@ def feed(env: dict[str, str], events: int, rate: float = 0) -> None:
     asyncio.run(producer.produce(Settings.from_env(env), "card", rate=rate, limit=events, progress=False))
 
 
+def is_ready(worker: Worker) -> bool:
+    return "Worker ready" in worker.log_path.read_text()
+
+
 def start_workers(env: dict[str, str], count: int, root: Path) -> list[Worker]:
     """Workers that have joined the group and finished their first recovery."""
     workers = [Worker(env, root / f"w{i}").start() for i in range(count)]
     for worker in workers:
-        wait_for("the worker to be ready", lambda w=worker: "Worker ready" in w.log_path.read_text(), 60)
+        wait_for("the worker to be ready", partial(is_ready, worker), 60)
     time.sleep(3)  # let the last join's rebalance settle
     return workers
 
@@ -213,9 +218,7 @@ def main() -> None:
             result.throughput[name], result.memory[name] = throughput, memory
             print(f"  {name}: {throughput:,.0f} events/s, peak {memory:.0f} MB", flush=True)
         if not args.quick:
-            off = fresh_env(
-                PARTITIONS, model=model, snapshot_every_events="1000000000", snapshot_every_seconds="1e9"
-            )
+            off = fresh_env(model, snapshot_every_events="1000000000", snapshot_every_seconds="1e9")
             result.snapshots_off, _ = run_workers(off, 1, events, timeout)
             print(f"  snapshots off: {result.snapshots_off:,.0f} events/s", flush=True)
         for share in (0.5, 0.8) if model == "hoeffding_tree" or not args.quick else ():
