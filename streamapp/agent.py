@@ -92,6 +92,13 @@ class Learner:
         self.states[partition] = state
         return state, source
 
+    def new_state(self, partition: int) -> PartitionState:
+        """Replace whatever this partition had with a new model."""
+        state = self.states[partition] = PartitionState(
+            partition, self.spec, self.settings.pending_labels_max
+        )
+        return state
+
     def _restore(self, partition: int) -> tuple[PartitionState, str]:
         blob = self.snapshots.get(snapshot_key(partition))
         fresh = PartitionState(partition, self.spec, self.settings.pending_labels_max)

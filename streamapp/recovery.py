@@ -44,6 +44,8 @@ class ConsumerOffsets(Protocol):
 
     async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]: ...
 
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]: ...
+
     async def _commit(self, offsets: Mapping[TP, int]) -> bool: ...
 
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None: ...
@@ -51,6 +53,8 @@ class ConsumerOffsets(Protocol):
 
 class StateSource(Protocol):
     def state_for_recovery(self, partition: int) -> tuple[PartitionState, str]: ...
+
+    def new_state(self, partition: int) -> PartitionState: ...
 
 
 async def resume_at_model_offsets(
@@ -66,12 +70,24 @@ async def resume_at_model_offsets(
     earliest = {
         TP(tp.topic, tp.partition): offset for tp, offset in (await consumer.earliest_offsets(*tps)).items()
     }
+    ends = {TP(tp.topic, tp.partition): offset for tp, offset in (await consumer.highwaters(*tps)).items()}
     commits: dict[TP, int] = {}
     positions: dict[TP, int] = {}
     plan: dict[int, tuple[int | None, int]] = {}
     now = time.time()
     for tp in tps:
         state, source = learner.state_for_recovery(tp.partition)
+        end = ends.get(tp)
+        if end is not None and state.offset >= end:
+            log.error(
+                "partition %d: SNAPSHOT AHEAD OF THE LOG: the model applied offset %d but %s ends "
+                "at %d (topic recreated?); starting a new model",
+                tp.partition,
+                state.offset,
+                tp.topic,
+                end,
+            )
+            state, source = learner.new_state(tp.partition), "new"
         first = earliest.get(tp, 0)
         if source == "new":
             state.offset = max(state.offset, first - 1)  # a new model starts where the log starts

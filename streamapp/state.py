@@ -41,6 +41,19 @@ def _predicts_class_from_proba(model: base.Estimator) -> bool:
 class PartitionState:
     """One partition's live model; pickled whole into each snapshot."""
 
+    # Defaults for fields newer than the oldest snapshots in the wild: an unpickled older state
+    # finds them here, as instance attributes are looked up on the class when missing.
+    snapshot_errors = 0
+    replay_until = 0
+    events_replayed = 0
+    events_lost_to_retention = 0
+    recovered_at = 0.0
+    recovered_from = ""
+    recovery_committed: int | None = None
+    positioned = False
+    reseeked_at = 0.0
+    reseeks_without_progress = 0
+
     def __init__(self, partition: int, spec: ModelSpec, pending_max: int) -> None:
         self.partition = partition
         self.model_name = spec.name

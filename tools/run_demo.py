@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,11 @@ def main() -> int:
             print(f"streamapp: configuration error: {exc}", file=sys.stderr)
             return 2
         ports = [settings.web_port + i for i in range(workers)]
+        if started_kafka:
+            # A fresh broker has none of the old changelogs: old worker state would not match it.
+            for old in (ROOT / "data").glob("worker-*"):
+                if old.is_dir():
+                    shutil.rmtree(old)
         (ROOT / "data").mkdir(exist_ok=True)
         for n, port in enumerate(ports, start=1):
             env = {**os.environ, "STREAMAPP_DATADIR": str(ROOT / f"data/worker-{n}")}

@@ -16,10 +16,15 @@ TOPIC = "events"
 
 class FakeConsumer:
     def __init__(
-        self, committed: dict[int, int | None], earliest: dict[int, int], commit_ok: bool = True
+        self,
+        committed: dict[int, int | None],
+        earliest: dict[int, int],
+        commit_ok: bool = True,
+        ends: dict[int, int] | None = None,
     ) -> None:
         self.committed = {TP(TOPIC, p): o for p, o in committed.items()}
         self.earliest = {TP(TOPIC, p): o for p, o in earliest.items()}
+        self.ends = {TP(TOPIC, p): o for p, o in (ends or {}).items()}
         self.commit_ok = commit_ok
         self.commits: dict[int, int] = {}
         self.seeks: dict[int, int] = {}
@@ -29,6 +34,9 @@ class FakeConsumer:
 
     async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]:
         return {tp: self.earliest[tp] for tp in partitions}
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        return {tp: self.ends.get(tp, 10**9) for tp in partitions}
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         self.commits.update({tp.partition: o for tp, o in offsets.items()})
@@ -44,6 +52,10 @@ class FakeLearner:
 
     def state_for_recovery(self, partition: int) -> tuple[PartitionState, str]:
         return self.states[partition]
+
+    def new_state(self, partition: int) -> PartitionState:
+        self.states[partition] = (state_at(-1), "new")
+        return self.states[partition][0]
 
 
 def state_at(offset: int) -> PartitionState:
@@ -79,6 +91,14 @@ async def test_a_new_model_starts_where_the_log_starts_without_alarm() -> None:
     plan = await resume_at_model_offsets(FakeLearner({0: (state, "new")}), consumer, [TP(TOPIC, 0)])
     assert plan == {0: (None, 500)}
     assert state.events_lost_to_retention == 0
+
+
+async def test_a_snapshot_ahead_of_the_log_is_replaced_by_a_new_model() -> None:
+    learner = FakeLearner({0: (state_at(3895), "snapshot")})
+    consumer = FakeConsumer(committed={0: None}, earliest={0: 0}, ends={0: 120})
+    plan = await resume_at_model_offsets(learner, consumer, [TP(TOPIC, 0)])
+    assert plan == {0: (None, 0)}
+    assert learner.states[0][0].offset == -1
 
 
 async def test_a_failed_commit_stops_recovery() -> None:
