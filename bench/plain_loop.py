@@ -21,7 +21,7 @@ from streamapp.records import BadEvent, Event
 from streamapp.state import PartitionState
 
 
-async def run(bootstrap: str, topic: str, output: str, model: str, group: str, limit: int) -> None:
+async def run(bootstrap: str, topic: str, output: str, model: str, group: str) -> None:
     spec = models.resolve(model)
     states: dict[int, PartitionState] = {}
     consumer = AIOKafkaConsumer(
@@ -34,9 +34,8 @@ async def run(bootstrap: str, topic: str, output: str, model: str, group: str, l
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await consumer.start()
     await producer.start()
-    seen = 0
     try:
-        while limit == 0 or seen < limit:
+        while True:
             batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
             for tp, batch in batches.items():
                 state = states.get(tp.partition)
@@ -60,22 +59,25 @@ async def run(bootstrap: str, topic: str, output: str, model: str, group: str, l
                         "timings": {"message_latency_s": received - record.timestamp / 1000},
                     }
                     await producer.send(output, records.encode(doc), key=record.key)
-                    seen += 1
     finally:
         await producer.stop()
         await consumer.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def peer_arguments(description: str | None) -> argparse.Namespace:
+    """The command line every peer implementation of the benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--topic", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--model", default="hoeffding_tree")
-    parser.add_argument("--group", default="plain-loop")
-    parser.add_argument("--limit", type=int, default=0, help="stop after this many events (0: never)")
-    args = parser.parse_args()
-    asyncio.run(run(args.bootstrap, args.topic, args.output, args.model, args.group, args.limit))
+    parser.add_argument("--group", default="peer")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = peer_arguments(__doc__)
+    asyncio.run(run(args.bootstrap, args.topic, args.output, args.model, args.group))
 
 
 if __name__ == "__main__":

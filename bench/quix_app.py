@@ -9,7 +9,6 @@ hand (Quix writes it to RocksDB and its changelog at each checkpoint, every 5 s 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import tempfile
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 from quixstreams import Application, State, message_context
 
+from bench.plain_loop import peer_arguments
 from streamapp import models, records, snapshot
 from streamapp.records import Event
 from streamapp.state import PartitionState
@@ -25,13 +25,7 @@ SNAPSHOT_EVERY = 5000
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--model", default="hoeffding_tree")
-    parser.add_argument("--group", default="quix")
-    args = parser.parse_args()
+    args = peer_arguments(__doc__)
     spec = models.resolve(args.model)
     states: dict[int, PartitionState] = {}
 

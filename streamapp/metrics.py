@@ -64,6 +64,3 @@ class PrequentialMetrics:
 
     def values(self) -> dict[str, float]:
         return {tracked.name: float(tracked.metric.get()) for tracked in self._tracked}
-
-    def names(self) -> list[str]:
-        return [tracked.name for tracked in self._tracked]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 PREFIX = "STREAMAPP_"
@@ -168,10 +167,6 @@ class Settings:
         topics = [self.events_topic, self.predictions_topic, self.deadletter_topic]
         if len(set(topics)) != len(topics):
             raise ConfigError(f"events, predictions and dead-letter topics must differ, got {topics}")
-
-    @property
-    def datapath(self) -> Path:
-        return Path(self.datadir)
 
 
 def documented() -> list[tuple[str, str, str]]:

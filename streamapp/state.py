@@ -41,17 +41,17 @@ def _predicts_class_from_proba(model: base.Estimator) -> bool:
 class PartitionState:
     """One partition's live model; pickled whole into each snapshot."""
 
-    # Defaults for fields newer than the oldest snapshots in the wild: an unpickled older state
-    # finds them here, as instance attributes are looked up on the class when missing.
+    # Fields that start at a constant live here, not in __init__: an unpickled state from an older
+    # version finds the ones it lacks, as missing instance attributes are looked up on the class.
     snapshot_errors = 0
-    replay_until = 0
+    replay_until = 0  # offsets below it were scored by an earlier owner: their predictions replay
     events_replayed = 0
     events_lost_to_retention = 0
     recovered_at = 0.0
     recovered_from = ""
     recovery_committed: int | None = None
-    positioned = False
-    reseeked_at = 0.0
+    positioned = False  # the next offset to expect is known (offset + 1)
+    reseeked_at = 0.0  # monotonic time of the last seek back over a gap
     reseeks_without_progress = 0
 
     def __init__(self, partition: int, spec: ModelSpec, pending_max: int) -> None:
@@ -78,17 +78,6 @@ class PartitionState:
         self.snapshot_bytes = 0
         self.snapshot_at = 0.0  # wall clock of the last snapshot
         self.events_since_snapshot = 0
-        self.snapshot_errors = 0
-        #: offsets below this were scored by an earlier owner: their predictions are replays
-        self.replay_until = 0
-        self.events_replayed = 0
-        self.events_lost_to_retention = 0
-        self.recovered_at = 0.0
-        self.recovered_from = ""
-        self.recovery_committed: int | None = None
-        self.positioned = False  # the next offset to expect is known (offset + 1)
-        self.reseeked_at = 0.0  # monotonic time of the last seek back over a gap
-        self.reseeks_without_progress = 0
         self._class_from_proba = spec.task in ("binary", "multiclass") and _predicts_class_from_proba(
             self.model
         )
