@@ -93,9 +93,10 @@ async def produce(
             in_flight.append(await producer.send(settings.events_topic, value, key=key))
             sent += 1
             bar.update(1)
-            if len(in_flight) >= 1000:
-                # Check without waiting, so that a paced stream stays smooth: only a long
-                # backlog of unacknowledged sends makes the producer wait for the broker.
+            if sent % 1000 == 0:
+                # Every 1000 sends (a check scans the list), check without waiting, so that a paced
+                # stream stays smooth: only a long backlog of unacknowledged sends makes the
+                # producer wait for the broker.
                 _raise_failed(in_flight)
                 if len(in_flight) >= MAX_IN_FLIGHT:
                     await _delivered(in_flight)
