@@ -38,6 +38,13 @@ def _predicts_class_from_proba(model: base.Estimator) -> bool:
     return type(last).predict_one is base.Classifier.predict_one
 
 
+def snapshot_spread(partition: int, seq: int) -> float:
+    """A factor in [0.75, 1.25) on the snapshot interval, different for each partition and each
+    snapshot: partitions fed at one rate would otherwise all snapshot in the same fetched batch,
+    and every event behind that batch would wait for all of them."""
+    return 0.75 + 0.5 * ((partition * 0.6180339887 + seq * 0.7548776662) % 1.0)
+
+
 class PartitionState:
     """One partition's live model; pickled whole into each snapshot."""
 
@@ -53,6 +60,7 @@ class PartitionState:
     positioned = False  # the next offset to expect is known (offset + 1)
     reseeked_at = 0.0  # monotonic time of the last seek back over a gap
     reseeks_without_progress = 0
+    created = 0.0  # wall clock at which this model was built
 
     def __init__(self, partition: int, spec: ModelSpec, pending_max: int) -> None:
         self.partition = partition
@@ -78,6 +86,7 @@ class PartitionState:
         self.snapshot_bytes = 0
         self.snapshot_at = 0.0  # wall clock of the last snapshot
         self.events_since_snapshot = 0
+        self.created = time.time()
         self._class_from_proba = spec.task in ("binary", "multiclass") and _predicts_class_from_proba(
             self.model
         )
@@ -199,9 +208,19 @@ class PartitionState:
     # -- snapshots -------------------------------------------------------------------------------
 
     def snapshot_due(self, every_events: int, every_seconds: float, now: float) -> bool:
+        """After about `every_events` events or `every_seconds` seconds (see snapshot_spread).
+
+        A new model's first interval starts when it is built, not at its first event: every
+        partition of a starting worker would otherwise snapshot (and open its RocksDB) at once.
+        """
         if self.events_since_snapshot == 0:
             return False
-        return self.events_since_snapshot >= every_events or now - self.snapshot_at >= every_seconds
+        spread = snapshot_spread(self.partition, self.snapshot_seq)
+        since = self.snapshot_at or self.created
+        return (
+            self.events_since_snapshot >= round(every_events * spread)
+            or now - since >= every_seconds * spread
+        )
 
     def snapshot_taken(self, size: int, now: float) -> None:
         self.snapshot_seq += 1

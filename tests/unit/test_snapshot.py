@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from streamapp import datasets, models, producer, snapshot
-from streamapp.state import PartitionState
+from streamapp.state import PartitionState, snapshot_spread
 from tests.unit.test_state import feed
 
 
@@ -56,7 +58,17 @@ def test_snapshot_schedule_by_count_and_by_age() -> None:
     state.snapshot_taken(10, now=1000.0)
     state.advance(0)
     assert not state.snapshot_due(every_events=3, every_seconds=60, now=1001.0)
-    assert state.snapshot_due(every_events=3, every_seconds=60, now=1061.0)
+    assert state.snapshot_due(every_events=3, every_seconds=60, now=1076.0)  # 60 s x 1.25 at most
     state.advance(1)
     state.advance(2)
     assert state.snapshot_due(every_events=3, every_seconds=60, now=1001.0)
+
+
+def test_snapshot_intervals_are_spread_over_partitions_and_snapshots() -> None:
+    """Partitions fed at one rate must not all snapshot in the same fetched batch."""
+    factors = [snapshot_spread(p, seq) for p in range(64) for seq in range(20)]
+    assert all(0.75 <= f < 1.25 for f in factors)
+    assert sum(factors) / len(factors) == pytest.approx(1.0, abs=0.02)  # the mean interval holds
+    first = sorted(snapshot_spread(p, 0) for p in range(8))
+    assert min(b - a for a, b in itertools.pairwise(first)) > 0.03
+    assert len({round(snapshot_spread(3, seq), 6) for seq in range(8)}) == 8
