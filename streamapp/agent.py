@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from faust.types import TP, EventT, Message
+from aiokafka import ConsumerRecord
+from faust.types import TP
 
 from streamapp import records, snapshot
 from streamapp.models import ModelSpec
+from streamapp.outbox import Outbox
 from streamapp.records import BadEvent, LateLabel
 from streamapp.settings import Settings
 from streamapp.state import PartitionState
@@ -33,7 +35,8 @@ class GapError(RuntimeError):
     """A partition's log lacks offsets the model needs; learning on would not be exact."""
 
 
-Emit = Callable[[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None], Awaitable[None]]
+#: (topic, partition, key, value, headers): hands one record to the producer
+Emit = Callable[[str, int, bytes | None, bytes | None, list[tuple[str, bytes]] | None], Awaitable[None]]
 
 
 def snapshot_key(partition: int) -> str:
@@ -47,16 +50,23 @@ class Learner:
         self,
         settings: Settings,
         spec: ModelSpec,
-        snapshots: MutableMapping[str, bytes],
+        snapshots: Mapping[str, bytes],
+        save: Callable[[TP, str, bytes], None],
         emit: Emit,
+        outbox: Callable[[str, int], Outbox],
         seek: Callable[[TP, int], Awaitable[None]],
         flush: Callable[[], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.spec = spec
+        #: the snapshot table, read at recovery
         self.snapshots = snapshots
-        #: hands a record for a topic to the producer (delivery is checked asynchronously)
+        #: writes a snapshot to the table, in the partition's changelog partition
+        self.save = save
+        #: hands a record to the producer (delivery is checked asynchronously): dead letters
         self.emit = emit
+        #: batches the records of one topic partition: predictions
+        self.outbox = outbox
         #: moves the consumer of one partition back to an offset
         self.seek = seek
         #: waits until everything produced so far is acknowledged by the broker
@@ -132,22 +142,36 @@ class Learner:
 
     # -- one event -------------------------------------------------------------------------------
 
-    async def handle(self, event: EventT) -> None:
-        message = event.message
-        partition, offset = message.partition, message.offset
+    async def handle_batch(
+        self, tp: TP, batch: Sequence[ConsumerRecord], still_ours: Callable[[], bool]
+    ) -> int | None:
+        """The records of one partition from one fetch, in offset order; returns the offset of
+        the last event the model has applied (None before its first), which may be committed."""
+        state = self.state_for(tp.partition)
+        predictions = self.outbox(self.settings.predictions_topic, tp.partition)
+        for record in batch:
+            if not still_ours():
+                break  # a rebalance: the partition's next owner resumes at its model's offset
+            await self.handle(state, tp, record, predictions)
+        await predictions.send()
+        return state.offset if state.positioned else None
+
+    async def handle(
+        self, state: PartitionState, tp: TP, record: ConsumerRecord, predictions: Outbox
+    ) -> None:
+        offset = record.offset
         received = time.time()
-        state = self.state_for(partition)
         verdict = state.admit(offset)
         if verdict != "apply":
             if verdict == "gap":
-                self._on_gap(state, message.tp, offset)
+                self._on_gap(state, tp, offset)
             return
         state.reseeks_without_progress = 0
         replayed = state.replaying(offset)
         try:
-            decoded = records.decode(message.value, self.settings.max_event_bytes)
+            decoded = records.decode(record.value, self.settings.max_event_bytes)
         except BadEvent as exc:
-            await self._dead_letter(state, message, str(exc))
+            await self._dead_letter(state, tp, record, str(exc))
         else:
             if isinstance(decoded, LateLabel):
                 state.apply_label(decoded, offset)
@@ -155,15 +179,17 @@ class Learner:
                 try:
                     applied = state.apply_event(decoded, offset)
                 except Exception as exc:  # the model refused these features: a dead letter too
-                    await self._dead_letter(state, message, f"model error: {type(exc).__name__}: {exc}")
-                    log.exception("partition %d offset %d: the model raised", partition, offset)
+                    reason = f"model error: {type(exc).__name__}: {exc}"
+                    await self._dead_letter(state, tp, record, reason)
+                    log.exception("partition %d offset %d: the model raised", tp.partition, offset)
                     return
                 sent_at = time.time()
-                produced = message.timestamp or received
-                record = {
+                produced = record.timestamp / 1000 if record.timestamp else received
+                key = record.key
+                prediction = {
                     "id": decoded.id,
-                    "key": message.key.decode("utf-8", "replace") if message.key else None,
-                    "partition": partition,
+                    "key": key.decode("utf-8", "replace") if key else None,
+                    "partition": tp.partition,
                     "offset": offset,
                     "model": state.version(),
                     **applied.prediction,
@@ -176,15 +202,15 @@ class Learner:
                         "end_to_end_s": sent_at - produced,
                     },
                 }
-                await self.emit(self.settings.predictions_topic, message.key, records.encode(record), None)
-        await self._maybe_snapshot(state)
+                await predictions.add(key, records.encode(prediction))
+        await self._maybe_snapshot(state, tp)
 
-    async def _dead_letter(self, state: PartitionState, message: Message, reason: str) -> None:
+    async def _dead_letter(self, state: PartitionState, tp: TP, record: ConsumerRecord, reason: str) -> None:
         state.deadletters += 1
-        state.advance(message.offset)
-        headers = records.deadletter_headers(reason, message.topic, message.partition, message.offset)
-        await self.emit(self.settings.deadletter_topic, message.key, message.value, headers)
-        log.warning("partition %d offset %d: dead letter: %s", message.partition, message.offset, reason)
+        state.advance(record.offset)
+        headers = records.deadletter_headers(reason, tp.topic, tp.partition, record.offset)
+        await self.emit(self.settings.deadletter_topic, tp.partition, record.key, record.value, headers)
+        log.warning("partition %d offset %d: dead letter: %s", tp.partition, record.offset, reason)
 
     def _on_gap(self, state: PartitionState, tp: TP, offset: int) -> None:
         """Offsets were skipped (Faust can drop events fetched around a rebalance): go back for
@@ -212,7 +238,7 @@ class Learner:
         self._seeks.add(task)
         task.add_done_callback(self._seeks.discard)
 
-    async def _maybe_snapshot(self, state: PartitionState) -> None:
+    async def _maybe_snapshot(self, state: PartitionState, tp: TP) -> None:
         now = time.time()
         if not state.snapshot_due(
             self.settings.snapshot_every_events, self.settings.snapshot_every_seconds, now
@@ -225,7 +251,7 @@ class Learner:
             state.snapshot_failed(now)
             log.error("partition %d: SNAPSHOT NOT WRITTEN: %s", state.partition, exc)
             return
-        self.snapshots[snapshot_key(state.partition)] = blob
+        self.save(tp, snapshot_key(state.partition), blob)
         state.snapshot_taken(len(blob), now)
         if len(blob) > FLUSH_SNAPSHOTS_OVER:
             # One large snapshot in flight at a time: the producer packs the records of every
