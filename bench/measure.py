@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,8 +89,11 @@ def timings(output_topic: str, input_topic: str, partitions: int) -> Timings:
     return Timings(len(outputs), min(sent.values(), default=0.0), max(stamps, default=0.0), latencies)
 
 
-def wait_for_count(topic: str, partitions: int, count: int, timeout: float) -> None:
-    """Block until `topic` holds at least `count` records, showing progress."""
+def wait_for_count(
+    topic: str, partitions: int, count: int, timeout: float, alive: Callable[[], bool] = lambda: True
+) -> None:
+    """Block until `topic` holds at least `count` records, showing progress; raise if the
+    implementation writing it is no longer `alive`."""
     deadline = time.monotonic() + timeout
     with tqdm(total=count, unit="ev", desc=f"  {topic}", leave=False) as bar:
         while True:
@@ -97,6 +101,8 @@ def wait_for_count(topic: str, partitions: int, count: int, timeout: float) -> N
             bar.update(now - bar.n)
             if now >= count:
                 return
+            if not alive():
+                raise RuntimeError(f"{topic}: the implementation stopped after {now} of {count} records")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: {now} of {count} records after {timeout} s")
             time.sleep(0.5)

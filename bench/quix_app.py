@@ -22,6 +22,7 @@ from streamapp.records import Event
 from streamapp.state import PartitionState
 
 SNAPSHOT_EVERY = 5000
+CHUNK = 512 * 1024  # characters per state value: Quix's changelog keeps the broker's 1 MB limit
 
 
 def main() -> None:
@@ -44,8 +45,13 @@ def main() -> None:
             return None
         applied = model.apply_event(event, offset)
         if model.events_since_snapshot >= SNAPSHOT_EVERY:
-            # Quix state values go through JSON: the snapshot travels as base64 text.
-            state.set("snapshot", base64.b64encode(snapshot.encode(model, 1 << 30)).decode())
+            # Quix state values go through JSON: the snapshot travels as base64 text, in chunks
+            # (a forest's snapshot passes the 1 MB record limit of Quix's changelog topic).
+            text = base64.b64encode(snapshot.encode(model, 1 << 30)).decode()
+            chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)]
+            for i, chunk in enumerate(chunks):
+                state.set(f"snapshot-{i}", chunk)
+            state.set("snapshot-chunks", len(chunks))
             model.snapshot_taken(0, time.time())
         doc: dict[str, Any] = {
             "id": event.id,

@@ -111,7 +111,12 @@ def run_process(module: str, env: dict[str, str], events: int, timeout: float) -
     try:
         time.sleep(4)  # joined and assigned
         feed(env, events)
-        measure.wait_for_count(settings.predictions_topic, PARTITIONS, events, timeout)
+        alive = lambda: proc.poll() is None  # noqa: E731
+        try:
+            measure.wait_for_count(settings.predictions_topic, PARTITIONS, events, timeout, alive)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"  {module} FAILED: {exc}", flush=True)
+            return float("nan"), measure.peak_rss_mb(proc.pid)
         memory = measure.peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
