@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKERS ?= 1
 
-.PHONY: run test install kafka-up kafka-down lint bench clean
+.PHONY: run test install browser kafka-up kafka-down lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's chromium for the dashboard's browser test.
+browser:
+	@tools/install_chromium.sh
 
 kafka-up:
 	@tools/kafka/kafka.sh up
@@ -25,7 +29,7 @@ kafka-down:
 run: install
 	@WORKERS=$(WORKERS) $(BIN)/python tools/run_demo.py
 
-test: install
+test: install browser
 	@tools/with_kafka.sh $(BIN)/python -m pytest
 
 # streamapp against River's own loop and the paper's plain consumer loop; writes bench/RESULTS.md.

@@ -12,12 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord
 from faust.types import TP
 
 from streamapp import records, snapshot
+from streamapp.histogram import Histogram
 from streamapp.models import ModelSpec
 from streamapp.outbox import Outbox
 from streamapp.records import BadEvent, LateLabel
@@ -41,6 +43,16 @@ Emit = Callable[[str, int, bytes | None, bytes | None, list[tuple[str, bytes]] |
 
 def snapshot_key(partition: int) -> str:
     return f"p{partition}"
+
+
+@dataclass
+class Timing:
+    """One partition's latency histograms and output count since this worker took it."""
+
+    predict: Histogram = field(default_factory=Histogram)
+    learn: Histogram = field(default_factory=Histogram)
+    end_to_end: Histogram = field(default_factory=Histogram)  # produced -> prediction handed over
+    predictions: int = 0
 
 
 class Learner:
@@ -72,6 +84,7 @@ class Learner:
         #: waits until everything produced so far is acknowledged by the broker
         self.flush = flush
         self.states: dict[int, PartitionState] = {}
+        self.timings: dict[int, Timing] = {}
         self._seeks: set[asyncio.Future[None]] = set()
         self.started = time.time()
 
@@ -81,6 +94,7 @@ class Learner:
         """After a rebalance: forget the states of partitions this worker no longer owns."""
         for partition in set(self.states) - partitions:
             del self.states[partition]
+            self.timings.pop(partition, None)
             log.info("partition %d: revoked, state released", partition)
 
     def state_for(self, partition: int) -> PartitionState:
@@ -148,16 +162,17 @@ class Learner:
         """The records of one partition from one fetch, in offset order; returns the offset of
         the last event the model has applied (None before its first), which may be committed."""
         state = self.state_for(tp.partition)
+        timing = self.timings.setdefault(tp.partition, Timing())
         predictions = self.outbox(self.settings.predictions_topic, tp.partition)
         for record in batch:
             if not still_ours():
                 break  # a rebalance: the partition's next owner resumes at its model's offset
-            await self.handle(state, tp, record, predictions)
+            await self.handle(state, timing, tp, record, predictions)
         await predictions.send()
         return state.offset if state.positioned else None
 
     async def handle(
-        self, state: PartitionState, tp: TP, record: ConsumerRecord, predictions: Outbox
+        self, state: PartitionState, timing: Timing, tp: TP, record: ConsumerRecord, predictions: Outbox
     ) -> None:
         offset = record.offset
         received = time.time()
@@ -203,6 +218,10 @@ class Learner:
                     },
                 }
                 await predictions.add(key, records.encode(prediction))
+                timing.predict.observe(applied.predict_s)
+                timing.learn.observe(applied.learn_s)
+                timing.end_to_end.observe(sent_at - produced)
+                timing.predictions += 1
         await self._maybe_snapshot(state, tp)
 
     async def _dead_letter(self, state: PartitionState, tp: TP, record: ConsumerRecord, reason: str) -> None:

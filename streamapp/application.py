@@ -26,6 +26,7 @@ from streamapp import models, web
 from streamapp.agent import GapError, Learner
 from streamapp.consumer import BatchApp, BatchConsumer
 from streamapp.outbox import Outbox
+from streamapp.prometheus import serve_metrics
 from streamapp.recovery import ConsumerOffsets, resume_at_model_offsets, seek_back
 from streamapp.settings import Settings
 
@@ -218,7 +219,12 @@ def create_app(settings: Settings) -> faust.App:
     async def resume_models() -> None:
         """After the table is restored, before Faust seeks: move each partition to its model."""
         try:
-            actives = {tp for tp in app.assignor.assigned_actives() if is_source(tp.topic)}
+            # The assignor's actives can still be an earlier generation's while recovery runs
+            # (seen: a worker resurrected every partition it had before two workers joined):
+            # only what the consumer holds now is ours, and nothing else stays in memory.
+            held = app.consumer.assignment()
+            actives = {tp for tp in app.assignor.assigned_actives() if is_source(tp.topic) and tp in held}
+            learner.keep_only({tp.partition for tp in actives})
             # ConsumerT's stubs omit _commit and seek_to_committed, which the consumer has.
             consumer = cast(ConsumerOffsets, app.consumer)
             await resume_at_model_offsets(learner, consumer, actives)
@@ -243,6 +249,20 @@ def create_app(settings: Settings) -> faust.App:
         reach: full collections scanned it all and stalled every event for 50-90 ms (measured)."""
         gc.freeze()
 
-    web.register(app, learner)
+    def lag(partition: int) -> int | None:
+        """Events of the source partition not yet applied, from the consumer's last fetch."""
+        state = learner.states.get(partition)
+        source = next(
+            (tp for tp in app.consumer.assignment() if tp.partition == partition and is_source(tp.topic)),
+            None,
+        )
+        if state is None or source is None:
+            return None
+        highwater = app.consumer.highwater(source)
+        return None if highwater is None else max(0, highwater - state.offset - 1)
+
+    changelog = snapshots.changelog_topic.get_topic_name()
+    web.register(app, learner, settings, changelog, lag)
+    serve_metrics(app, learner, lag)
     log.info("streamapp: model %s (%s), %d partitions", spec.name, spec.task, settings.partitions)
     return app

@@ -130,6 +130,9 @@ class Settings:
     web_bind: str = _setting("127.0.0.1", _text, "Address the web server binds to.")
     web_host: str = _setting("127.0.0.1", _text, "Host other workers use to reach this one's web views.")
     web_port: int = _setting("6066", _positive_int, "Port of the web views (one per worker).")
+    api_token: str = _setting(
+        "", _optional_text, "Bearer token for snapshot downloads and changes; empty: those are refused."
+    )
     standby_replicas: int = _setting("1", _non_negative_int, "Standby copies of each partition's state.")
     session_timeout: float = _setting(
         "10", _positive_float, "Seconds before the group gives a silent worker's partitions to others."

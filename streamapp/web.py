@@ -1,57 +1,326 @@
-"""Web views of this worker's models (read-only: they never change what the agent owns)."""
+"""Web views: every model of the cluster from any worker, scoring on request, probes, dashboard.
+
+Any worker answers for the whole cluster: it asks the owner of each partition (from the group's
+last assignment, which every member receives) for what it serves, and says which partitions are
+unknown and why instead of failing the page. Views only read what the agent owns; nothing that
+arrives over HTTP is ever unpickled. Changing or sensitive requests need the bearer token.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import hmac
+import time
+from importlib import resources
+from typing import Any, cast
 
+import aiohttp
 import faust
+import orjson
+from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 
 from streamapp import records
-from streamapp.agent import Learner
+from streamapp.agent import Learner, snapshot_key
+from streamapp.histogram import BUCKETS
+from streamapp.settings import Settings
 
 MAX_PROBES = 10_000
+PEER_TIMEOUT = aiohttp.ClientTimeout(total=5)
+FORWARDED = "X-Streamapp-Forwarded"  # a forwarded request is answered locally, never forwarded again
 
 
-def register(app: faust.App, learner: Learner) -> None:
-    @app.page("/models")
-    class Models(View):
-        """Every partition this worker owns: offsets, counters, metrics, snapshot, recovery."""
+def partition_of(key: str, partitions: int) -> int:
+    """The partition a producer's default partitioner (Java's and aiokafka's) gives `key`."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+class Peers:
+    """Who serves which partition (as of the last rebalance), and how to ask them."""
+
+    def __init__(self, app: faust.App, changelog_topic: str) -> None:
+        self.app = app
+        self.changelog_topic = changelog_topic
+
+    @property
+    def me(self) -> str:
+        return str(self.app.conf.canonical_url).rstrip("/")
+
+    def owners(self) -> dict[int, str]:
+        """{partition: worker URL} of the active partitions the group leader last assigned."""
+        owners = {}
+        for url, topics in self.app.assignor.table_metadata(self.changelog_topic).items():
+            for partition in topics.get(self.changelog_topic, ()):
+                owners[partition] = str(url).rstrip("/")
+        return owners
+
+    async def ask(
+        self, url: str, method: str, path: str, body: bytes | None = None, auth: str | None = None
+    ) -> tuple[int, bytes, str]:
+        """(status, body, content type) of another worker's answer; raises on no answer."""
+        session: aiohttp.ClientSession = self.app.http_client
+        headers = {FORWARDED: "1"}
+        if auth is not None:
+            headers["Authorization"] = auth
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = session.request(method, url + path, data=body, headers=headers, timeout=PEER_TIMEOUT)
+        async with request as answer:
+            return answer.status, await answer.read(), answer.content_type
+
+
+def register(app: faust.App, learner: Learner, settings: Settings, changelog_topic: str, lag: Any) -> None:
+    """Add the views to `app`. `lag(partition)` gives the events not yet applied (or None)."""
+    peers = Peers(app, changelog_topic)
+    dashboard = resources.files("streamapp").joinpath("dashboard.html").read_text()
+
+    def ready() -> tuple[bool, str]:
+        if app.rebalancing:
+            return False, "rebalancing"
+        # TableManagerT's stubs omit the recovery service the manager has.
+        if not cast(Any, app.tables).recovery.completed.is_set():
+            return False, "recovering the tables"
+        return True, "ok"
+
+    def local() -> dict[str, Any]:
+        now = time.time()
+        partitions = []
+        for partition, state in sorted(learner.states.items()):
+            summary = state.summary(now)
+            summary["lag"] = lag(partition)
+            timing = learner.timings.get(partition)
+            if timing is not None:
+                summary["predictions"] = timing.predictions
+                summary["latency"] = {
+                    "predict": timing.predict.counts,
+                    "learn": timing.learn.counts,
+                    "end_to_end": timing.end_to_end.counts,
+                }
+            partitions.append(summary)
+        is_ready, why = ready()
+        return {"worker": peers.me, "ready": is_ready, "state": why, "partitions": partitions}
+
+    def json(value: Any, status: int = 200) -> Response:
+        return app.web.bytes(
+            orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS),
+            content_type="application/json",
+            status=status,
+        )
+
+    def error(status: int, reason: str) -> Response:
+        return json({"error": reason}, status)
+
+    def parse_partition(raw: str) -> int | Response:
+        if not raw.isdigit() or int(raw) >= settings.partitions:
+            return error(404, f"no partition {raw!r}: partitions are 0..{settings.partitions - 1}")
+        return int(raw)
+
+    def unauthorized(request: Request) -> Response | None:
+        if not settings.api_token:
+            return error(403, "refused: set STREAMAPP_API_TOKEN on the workers to enable this endpoint")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_token}".encode()):
+            return error(401, "a valid 'Authorization: Bearer <STREAMAPP_API_TOKEN>' header is required")
+        return None
+
+    async def at_owner(
+        request: Request, partition: int, method: str, path: str, body: bytes | None = None
+    ) -> Response | None:
+        """None when this worker serves `partition`; else the owner's answer, or why there is none."""
+        if partition in learner.states:
+            return None
+        if request.headers.get(FORWARDED):
+            return error(503, f"partition {partition} is not served by {peers.me} (any more)")
+        owner = peers.owners().get(partition)
+        if owner is None or owner == peers.me:
+            return error(503, f"partition {partition} has no owner right now (rebalancing); retry shortly")
+        try:
+            auth = request.headers.get("Authorization")
+            status, content, content_type = await peers.ask(owner, method, path, body, auth)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return error(503, f"partition {partition}: its owner {owner} does not answer ({exc!r})")
+        return app.web.bytes(content, content_type=content_type, status=status)
+
+    @app.page("/models/local")
+    class LocalModels(View):
+        """The partitions this worker serves (what /models gathers from every worker)."""
 
         async def get(self, request: Request) -> Response:
-            summary: dict[str, Any] = learner.summary()
-            summary["worker"] = app.conf.canonical_url.human_repr()
-            return self.json(summary)
+            return json({**local(), "buckets": BUCKETS})
+
+    @app.page("/models")
+    class Models(View):
+        """Every partition of the cluster, with its owner; unknown ones say why."""
+
+        async def get(self, request: Request) -> Response:
+            owners = peers.owners()
+            urls = sorted(set(owners.values()) - {peers.me})
+            answers = await asyncio.gather(
+                *(peers.ask(url, "GET", "/models/local") for url in urls), return_exceptions=True
+            )
+            workers: dict[str, dict[str, Any]] = {peers.me: local()}
+            problems: dict[str, str] = {}
+            for url, answer in zip(urls, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    problems[url] = f"does not answer: {answer!r}"
+                elif answer[0] != 200:
+                    problems[url] = f"answered {answer[0]}"
+                else:
+                    workers[url] = orjson.loads(answer[1])
+            served = {s["partition"]: (url, s) for url, w in workers.items() for s in w["partitions"]}
+            partitions = []
+            for partition in range(settings.partitions):
+                owner = owners.get(partition)
+                if partition in served and (owner is None or served[partition][0] == owner):
+                    url, summary = served[partition]
+                    partitions.append({**summary, "owner": url, "status": "served"})
+                    continue
+                if owner is None:
+                    reason = "no worker owns it (the group is rebalancing)"
+                elif owner in problems:
+                    reason = f"its owner {owner} {problems[owner]}"
+                else:
+                    reason = f"its owner {owner} is recovering it"
+                partitions.append(
+                    {"partition": partition, "owner": owner, "status": "unavailable", "reason": reason}
+                )
+            return json(
+                {
+                    "worker": peers.me,
+                    "time": time.time(),
+                    "buckets": BUCKETS,
+                    "workers": {
+                        **{url: {"ok": True, "ready": w.get("ready")} for url, w in workers.items()},
+                        **{url: {"ok": False, "error": problem} for url, problem in problems.items()},
+                    },
+                    "partitions": partitions,
+                }
+            )
+
+    @app.page("/models/{partition}")
+    class Model(View):
+        """One partition in detail: its summary, the model's parameters and size."""
+
+        async def get(self, request: Request, partition: str) -> Response:
+            p = parse_partition(partition)
+            if not isinstance(p, int):
+                return p
+            forwarded = await at_owner(request, p, "GET", f"/models/{p}")
+            if forwarded is not None:
+                return forwarded
+            state = learner.states[p]
+            detail = {s["partition"]: s for s in local()["partitions"]}[p]
+            detail.update(
+                worker=peers.me,
+                parameters=state.model._get_params(),
+                memory_bytes=state.model._raw_memory_usage,
+                snapshot_download=f"/models/{p}/snapshot",
+            )
+            return json(detail)
+
+    @app.page("/models/{partition}/snapshot")
+    class Snapshot(View):
+        """The partition's latest snapshot as written (needs the token: it is the model itself)."""
+
+        async def get(self, request: Request, partition: str) -> Response:
+            refused = unauthorized(request)
+            if refused is not None:
+                return refused
+            p = parse_partition(partition)
+            if not isinstance(p, int):
+                return p
+            forwarded = await at_owner(request, p, "GET", f"/models/{p}/snapshot")
+            if forwarded is not None:
+                return forwarded
+            blob = learner.snapshots.get(snapshot_key(p))
+            if blob is None:
+                return error(404, f"partition {p} has no snapshot yet")
+            name = f"{settings.app_id}-p{p}-snapshot{learner.states[p].snapshot_seq}.bin"
+            return self.bytes(
+                blob,
+                content_type="application/octet-stream",
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
+
+    async def score(request: Request, p: int, body: bytes) -> Response:
+        """Body {"x": [{feature: value, ...}, ...]} -> {"predictions": [...], "model": ...}."""
+        forwarded = await at_owner(request, p, "POST", f"/models/{p}/predict", body)
+        if forwarded is not None:
+            return forwarded
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return error(400, 'the body must be JSON: {"x": [{...}, ...]}')
+        probes = doc.get("x") if isinstance(doc, dict) else None
+        if not isinstance(probes, list) or len(probes) > MAX_PROBES:
+            return error(400, f"'x' must be a list of at most {MAX_PROBES} feature objects")
+        try:
+            features = [records.features(x) for x in probes]
+        except records.BadEvent as exc:
+            return error(400, str(exc))
+        state = learner.states[p]
+        return json({"predictions": [state.predict(x) for x in features], "model": state.version()})
 
     @app.page("/models/{partition}/predict")
-    class Predict(View):
-        """Score feature sets with one local partition's model, without learning.
-
-        Body: {"x": [{feature: value, ...}, ...]}; answer: {"predictions": [...]} in that order.
-        """
+    class PartitionPredict(View):
+        """Score feature sets with one partition's model, without learning."""
 
         async def post(self, request: Request, partition: str) -> Response:
-            if not partition.isdigit():
-                return self.error(400, f"partition must be a whole number, got {partition!r}")
-            state = learner.states.get(int(partition))
-            if state is None:
-                return self.error(404, f"partition {partition} is not served by this worker")
+            p = parse_partition(partition)
+            if not isinstance(p, int):
+                return p
+            return await score(request, p, await request.read())
+
+    @app.page("/predict")
+    class Predict(View):
+        """Score one event by key, with the model of the key's partition, wherever it lives.
+
+        Body: {"key": "...", "x": {feature: value, ...}}; it never learns.
+        """
+
+        async def post(self, request: Request) -> Response:
             try:
-                body = await request.json()
-            except ValueError:
-                return self.error(400, 'the body must be JSON: {"x": [{...}, ...]}')
-            probes = body.get("x") if isinstance(body, dict) else None
-            if not isinstance(probes, list) or len(probes) > MAX_PROBES:
-                return self.error(400, f"'x' must be a list of at most {MAX_PROBES} feature objects")
-            try:
-                features = [records.features(x) for x in probes]
-            except records.BadEvent as exc:
-                return self.error(400, str(exc))
-            return self.json({"predictions": [state.predict(x) for x in features]})
+                doc = orjson.loads(await request.read())
+            except orjson.JSONDecodeError:
+                return error(400, 'the body must be JSON: {"key": "...", "x": {...}}')
+            if not isinstance(doc, dict) or not isinstance(doc.get("key"), str):
+                return error(400, "'key' must be a string (the key the producers use)")
+            if not isinstance(doc.get("x"), dict):
+                return error(400, "'x' must be an object of features")
+            p = partition_of(doc["key"], settings.partitions)
+            answer = await score(request, p, orjson.dumps({"x": [doc["x"]]}))
+            if answer.status != 200:
+                return answer
+            scored = orjson.loads(answer.body)
+            return json(
+                {
+                    "key": doc["key"],
+                    "partition": p,
+                    "owner": peers.me if p in learner.states else peers.owners().get(p),
+                    "prediction": scored["predictions"][0],
+                    "model": scored["model"],
+                }
+            )
 
     @app.page("/health")
     class Health(View):
-        """The process answers (a liveness probe)."""
+        """The process answers (liveness)."""
 
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
+            return json({"status": "ok"})
+
+    @app.page("/ready")
+    class Ready(View):
+        """Joined the group and recovered its partitions (readiness): 503 until then."""
+
+        async def get(self, request: Request) -> Response:
+            is_ready, why = ready()
+            body = {"ready": is_ready, "state": why, "partitions": sorted(learner.states)}
+            return json(body, 200 if is_ready else 503)
+
+    @app.page("/")
+    class Dashboard(View):
+        """The live dashboard (one self-contained page: no CDN, works offline)."""
+
+        async def get(self, request: Request) -> Response:
+            return self.html(dashboard)

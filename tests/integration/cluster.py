@@ -112,7 +112,8 @@ class Worker:
             return None
 
     def models(self) -> dict[int, dict[str, Any]]:
-        doc = self.get("/models") or {"partitions": []}
+        """The partitions this worker serves (its /models/local)."""
+        doc = self.get("/models/local") or {"partitions": []}
         return {p["partition"]: p for p in doc["partitions"]}
 
     def wait_caught_up(self, topic: str, partitions: int, timeout: float = 120) -> dict[int, dict[str, Any]]:

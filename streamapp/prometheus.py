@@ -1,0 +1,124 @@
+"""`GET /metrics`: Faust's own sensor metrics and streamapp's, in one Prometheus registry.
+
+streamapp's series are read from the partition states when Prometheus scrapes, so the hot path
+keeps nothing but plain counters and the latency histograms (streamapp/histogram.py). Every
+per-partition series is labelled `partition`; counters end in `_total`, units are seconds and
+bytes, as Prometheus's naming conventions ask.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from streamapp.agent import Learner
+from streamapp.state import PartitionState
+
+#: (name without _total, help, value of a state)
+COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
+    ("streamapp_events", "Events applied by the partition's model (incl. refused).", lambda s: s.events_seen),
+    ("streamapp_events_learned", "Events the model learned from.", lambda s: s.events_learned),
+    ("streamapp_deadletters", "Events sent to the dead-letter topic.", lambda s: s.deadletters),
+    ("streamapp_labels_late", "Late labels matched to a waiting event.", lambda s: s.labels_late),
+    ("streamapp_labels_unknown", "Late labels of an unknown or expired id.", lambda s: s.labels_unknown),
+    ("streamapp_gaps", "Offsets that arrived out of order and were fetched again.", lambda s: s.gaps),
+    ("streamapp_events_replayed", "Events scored again after a recovery.", lambda s: s.events_replayed),
+    (
+        "streamapp_events_lost_to_retention",
+        "Events deleted by retention before the model learned them.",
+        lambda s: s.events_lost_to_retention,
+    ),
+    ("streamapp_snapshot_errors", "Snapshots that could not be written.", lambda s: s.snapshot_errors),
+)  # fmt: skip
+
+GAUGES: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
+    ("streamapp_offset_applied", "Offset of the last event applied to the model.", lambda s: s.offset),
+    ("streamapp_pending_labels", "Events waiting for their label.", lambda s: len(s.pending)),
+    ("streamapp_snapshot_offset", "Offset the latest snapshot holds.", lambda s: s.snapshot_offset),
+    ("streamapp_snapshot_sequence", "Number of the latest snapshot.", lambda s: s.snapshot_seq),
+    ("streamapp_snapshot_size_bytes", "Size of the latest snapshot.", lambda s: s.snapshot_bytes),
+)  # fmt: skip
+
+
+class ModelCollector(Collector):
+    """The partitions this worker serves, as Prometheus series."""
+
+    def __init__(self, learner: Learner, lag: Callable[[int], int | None]) -> None:
+        self.learner = learner
+        self.lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        states = sorted(self.learner.states.items())
+        for name, doc, value in COUNTERS:
+            counter = CounterMetricFamily(name, doc, labels=["partition"])
+            for partition, state in states:
+                counter.add_metric([str(partition)], value(state))
+            yield counter
+        for name, doc, value in GAUGES:
+            gauge = GaugeMetricFamily(name, doc, labels=["partition"])
+            for partition, state in states:
+                gauge.add_metric([str(partition)], value(state))
+            yield gauge
+        age = GaugeMetricFamily(
+            "streamapp_snapshot_age_seconds", "Seconds since the latest snapshot.", labels=["partition"]
+        )
+        lag = GaugeMetricFamily(
+            "streamapp_consumer_lag_events", "Events in the partition not yet applied.", labels=["partition"]
+        )
+        metric = GaugeMetricFamily(
+            "streamapp_model_metric", "Prequential metric of the model.", labels=["partition", "metric"]
+        )
+        for partition, state in states:
+            if state.snapshot_at:
+                age.add_metric([str(partition)], now - state.snapshot_at)
+            behind = self.lag(partition)
+            if behind is not None:
+                lag.add_metric([str(partition)], behind)
+            for key, score in state.metrics.values().items():
+                if score is not None:
+                    metric.add_metric([str(partition), key], score)
+        yield from (age, lag, metric)
+        predictions = CounterMetricFamily(
+            "streamapp_predictions",
+            "Predictions emitted since this worker took the partition.",
+            labels=["partition"],
+        )
+        histograms = {
+            kind: HistogramMetricFamily(f"streamapp_{kind}_latency_seconds", doc, labels=["partition"])
+            for kind, doc in (
+                ("predict", "Time the model took to score an event."),
+                ("learn", "Time the model took to learn from an event."),
+                ("end_to_end", "From the event's Kafka timestamp to its prediction's hand-over."),
+            )
+        }
+        for partition, timing in sorted(self.learner.timings.items()):
+            predictions.add_metric([str(partition)], timing.predictions)
+            for kind, histogram in (
+                ("predict", timing.predict),
+                ("learn", timing.learn),
+                ("end_to_end", timing.end_to_end),
+            ):
+                histograms[kind].add_metric([str(partition)], histogram.cumulative(), histogram.total)
+        yield predictions
+        yield from histograms.values()
+
+
+def serve_metrics(app: faust.App, learner: Learner, lag: Callable[[int], int | None]) -> CollectorRegistry:
+    """Register `/metrics` on the app: Faust's sensors (prefix `faust_`), the process, our models."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    registry.register(ModelCollector(learner, lag))
+    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
+    return registry
