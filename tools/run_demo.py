@@ -26,16 +26,19 @@ def _kafka_running() -> bool:
     return subprocess.run([KAFKA, "status"], capture_output=True).returncode == 0
 
 
-def _models(port: int) -> list[dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/models", timeout=2) as response:
-            return list(json.load(response)["partitions"])
-    except (OSError, ValueError, KeyError):
-        return []
+def _models(ports: list[int]) -> list[dict]:
+    """The served partitions of the whole cluster, from the first worker that answers."""
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/models", timeout=5) as response:
+                return [p for p in json.load(response)["partitions"] if p["status"] == "served"]
+        except (OSError, ValueError, KeyError):
+            continue
+    return []
 
 
 def _status(ports: list[int], last: tuple[float, int]) -> tuple[float, int]:
-    partitions = [p for port in ports for p in _models(port)]
+    partitions = _models(ports)
     seen = sum(p["events_seen"] for p in partitions)
     now = time.monotonic()
     rate = (seen - last[1]) / (now - last[0]) if now > last[0] else 0.0
@@ -94,8 +97,8 @@ def main() -> int:
         print(
             f"[demo] {workers} worker(s); logs in data/worker-N.log; producing card transactions at {rate}/s"
         )
-        for port in ports:
-            print(f"[demo] web views: http://127.0.0.1:{port}/models   http://127.0.0.1:{port}/health")
+        print(f"[demo] dashboard: http://127.0.0.1:{ports[0]}/   (any worker serves the whole cluster)")
+        print(f"[demo] web views: http://127.0.0.1:{ports[0]}/models   /metrics   /health   /ready")
         print("[demo] Ctrl-C stops everything", flush=True)
         last = (time.monotonic(), 0)
         while all(p.poll() is None for p in procs):
