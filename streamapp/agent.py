@@ -1,9 +1,9 @@
-"""The agent's work for one event: decode, guard the offset, predict, learn, emit, snapshot.
+"""The work on a partition's fetched events: decode, guard the offset, predict, learn, emit,
+snapshot.
 
 It reads like the data flow of the design: a bad event goes to the dead-letter topic, a good one
 is scored by its partition's model, the prediction is emitted, and every N events or T seconds
-the partition state is written to the snapshot table while this partition's event is current
-(Faust writes the changelog record to the event's own partition).
+the partition state is written to the snapshot table, in that partition's changelog partition.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka import ConsumerRecord
 from faust.types import TP
@@ -86,7 +85,6 @@ class Learner:
         self.states: dict[int, PartitionState] = {}
         self.timings: dict[int, Timing] = {}
         self._seeks: set[asyncio.Future[None]] = set()
-        self.started = time.time()
 
     # -- partition ownership ---------------------------------------------------------------------
 
@@ -161,6 +159,8 @@ class Learner:
     ) -> int | None:
         """The records of one partition from one fetch, in offset order; returns the offset of
         the last event the model has applied (None before its first), which may be committed."""
+        if not still_ours():
+            return None  # fetched before a rebalance: loading its state would resurrect it here
         state = self.state_for(tp.partition)
         timing = self.timings.setdefault(tp.partition, Timing())
         predictions = self.outbox(self.settings.predictions_topic, tp.partition)
@@ -277,10 +277,3 @@ class Learner:
             # partition bound for one broker into one request, and two 60 MB snapshots would
             # pass the broker's socket.request.max.bytes (100 MiB by default).
             await self.flush()
-
-    def summary(self) -> dict[str, Any]:
-        now = time.time()
-        return {
-            "started": self.started,
-            "partitions": [self.states[p].summary(now) for p in sorted(self.states)],
-        }
