@@ -148,10 +148,9 @@ class BatchApp(faust.App):
 
     @property
     def output_producer(self) -> ProducerT:
-        """Predictions leave through this one, table changelogs through `producer`: a snapshot of
-        many MB (or a broker's slow first append to a changelog partition) would otherwise hold
-        up every prediction behind it (p99 end-to-end latency 117 ms with one producer, HT at
-        7,000 events/s). Same settings and credentials as Faust's own producer."""
+        """Predictions leave through this one, table changelogs through `producer`: aiokafka has
+        one produce request in flight per broker, so a snapshot of many MB would otherwise hold
+        up every prediction queued behind it. Same settings and credentials as Faust's own."""
         if self._output_producer is None:
             self._output_producer = self.producer_transport.create_producer(beacon=self.beacon)
         return self._output_producer
