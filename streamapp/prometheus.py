@@ -40,6 +40,7 @@ COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
         lambda s: s.events_lost_to_retention,
     ),
     ("streamapp_snapshot_errors", "Snapshots that could not be written.", lambda s: s.snapshot_errors),
+    ("streamapp_drifts", "Concept drifts ADWIN detected on the error stream.", lambda s: s.drift.detections),
 )  # fmt: skip
 
 GAUGES: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (

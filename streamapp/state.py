@@ -15,6 +15,7 @@ from typing import Any
 
 from river import base, compose
 
+from streamapp.drift import DriftMonitor
 from streamapp.metrics import PrequentialMetrics
 from streamapp.models import ModelSpec, describe
 from streamapp.records import Event, Feature, LateLabel
@@ -69,6 +70,7 @@ class PartitionState:
         self.model = spec.build()
         self.model_class = describe(self.model)
         self.metrics = PrequentialMetrics(spec.task)
+        self.drift = DriftMonitor(spec.task)
         self.pending_max = pending_max
         #: features and prediction of events still waiting for their label, oldest first
         self.pending: OrderedDict[str, tuple[dict[str, Feature] | None, dict[str, Any]]] = OrderedDict()
@@ -161,11 +163,11 @@ class PartitionState:
             model.learn_one(event.x)
             learned = True
             if event.y is not None:
-                self.metrics.update(event.y, prediction)
+                self._score(event.y, prediction, offset)
             elif self.pending_max:
                 self._wait_for_label(event.id, None, prediction)
         elif event.y is not None:
-            self.metrics.update(event.y, prediction)
+            self._score(event.y, prediction, offset)
             model.learn_one(event.x, event.y)
             learned = True
         elif self.pending_max:
@@ -188,13 +190,19 @@ class PartitionState:
             self.labels_unknown += 1
             return False
         x, prediction = entry
-        self.metrics.update(label.y, prediction)
+        self._score(label.y, prediction, offset)
         if x is not None:
             model: Any = self.model
             model.learn_one(x, label.y)
             self.events_learned += 1
         self.labels_late += 1
         return True
+
+    def _score(self, y_true: Any, prediction: dict[str, Any], offset: int) -> None:
+        """A label meets its prediction: the metrics and the drift detector see it together."""
+        self.metrics.update(y_true, prediction)
+        if self.drift.update(y_true, prediction, offset):
+            log.warning("partition %d: DRIFT detected at offset %d (ADWIN)", self.partition, offset)
 
     def _wait_for_label(
         self, event_id: str, x: dict[str, Feature] | None, prediction: dict[str, Any]
@@ -242,6 +250,8 @@ class PartitionState:
         self.snapshot_bytes = size
         self.snapshot_at = created
         self.events_since_snapshot = 0
+        if getattr(self, "drift", None) is None:  # a snapshot from before drift detection
+            self.drift = DriftMonitor(self.task)
         self.reseeked_at = 0.0  # a monotonic time of the process that wrote the snapshot
         self.reseeks_without_progress = 0
 
@@ -275,6 +285,7 @@ class PartitionState:
                 "replay_until": self.replay_until,
             },
             "metrics": self.metrics.values(),
+            "drift": self.drift.summary(),
             "snapshot": {
                 "seq": self.snapshot_seq,
                 "offset": self.snapshot_offset,

@@ -94,6 +94,7 @@ def test_any_worker_answers_for_the_cluster_and_scores_any_key(cluster: Cluster)
             assert p["status"] == "served", (p, {url(w): sorted(w.models()) for w in workers})
             assert p["owner"] == owner_of[p["partition"]]
             assert p["model"] == "hoeffding_tree" and p["snapshot"]["seq"] >= 1
+            assert p["drift"]["detector"] == "ADWIN" and p["drift"]["detections"] >= 0
         assert all(w["ok"] for w in doc["workers"].values())
         assert get_json(worker, "/ready")["ready"] is True
         assert get_json(worker, "/health") == {"status": "ok"}
@@ -159,6 +160,7 @@ def test_metrics_parse_and_name_every_series(cluster: Cluster) -> None:
         "streamapp_events": "counter",
         "streamapp_predictions": "counter",
         "streamapp_deadletters": "counter",
+        "streamapp_drifts": "counter",
         "streamapp_predict_latency_seconds": "histogram",
         "streamapp_learn_latency_seconds": "histogram",
         "streamapp_end_to_end_latency_seconds": "histogram",

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from river import datasets as river_datasets
+from river import drift
 
 from streamapp import datasets, models, producer, records
 from streamapp.records import Event
@@ -112,3 +113,25 @@ def test_waiting_events_are_bounded_and_unknown_labels_counted() -> None:
     assert not state.pending
     assert state.labels_unknown == 2  # the labels of the two evicted events
     assert state.labels_late == 3
+
+
+def test_drift_detections_equal_adwin_on_rivers_own_error_stream() -> None:
+    """SEA with an abrupt concept change at 50,000: the partition's ADWIN fires where River's
+    ADWIN, fed the errors of River's own progressive loop, fires."""
+    samples = list(datasets.load("sea", limit=60_000))
+    spec = models.resolve("hoeffding_tree")
+    state = PartitionState(0, spec, pending_max=0)
+    for offset, s in enumerate(samples):
+        state.apply_event(Event(s.id, s.x, s.y, None), offset)
+
+    model, adwin, expected = spec.build(), drift.ADWIN(), []
+    for offset, s in enumerate(samples):
+        adwin.update(float(model.predict_one(s.x) != s.y))
+        if adwin.drift_detected:
+            expected.append(offset)
+        model.learn_one(s.x, s.y)
+
+    assert any(offset >= 50_000 for offset in expected), "River sees the concept change"
+    assert state.drift.detections == len(expected)
+    assert [offset for offset, _ in state.drift.recent] == expected[-10:]
+    assert state.summary(0.0)["drift"]["detections"] == len(expected)
