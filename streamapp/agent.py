@@ -116,14 +116,17 @@ class Learner:
 
     def new_state(self, partition: int) -> PartitionState:
         """Replace whatever this partition had with a new model."""
-        state = self.states[partition] = PartitionState(
-            partition, self.spec, self.settings.pending_labels_max
-        )
+        state = self.states[partition] = self._fresh(partition)
+        return state
+
+    def _fresh(self, partition: int) -> PartitionState:
+        state = PartitionState(partition, self.spec, self.settings.pending_labels_max)
+        state.drift_policy = self.settings.drift_policy
         return state
 
     def _restore(self, partition: int) -> tuple[PartitionState, str]:
         blob = self.snapshots.get(snapshot_key(partition))
-        fresh = PartitionState(partition, self.spec, self.settings.pending_labels_max)
+        fresh = self._fresh(partition)
         if blob is None:
             log.info("partition %d: no snapshot, new %s model", partition, self.spec.name)
             return fresh, "new"
@@ -142,6 +145,7 @@ class Learner:
             return fresh, "new"
         state.restored(header.seq, header.offset, len(blob), header.created)
         state.pending_max = self.settings.pending_labels_max
+        state.drift_policy = self.settings.drift_policy
         log.info(
             "partition %d: restored snapshot #%d at offset %d (%d bytes, %d events learned)",
             partition,

@@ -86,6 +86,13 @@ def _task(name: str, raw: str) -> str:
     return raw
 
 
+def _drift_policy(name: str, raw: str) -> str:
+    allowed = ("none", "reset")
+    if raw not in allowed:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not one of {', '.join(allowed)}")
+    return raw
+
+
 def _setting(default: str, parse: Callable[[str, str], Any], doc: str) -> Any:
     return field(default=parse("", default), metadata={"raw_default": default, "parse": parse, "doc": doc})
 
@@ -107,6 +114,9 @@ class Settings:
     task: str = _setting("auto", _task, "auto (from the model), binary, multiclass, regression or anomaly.")
     key_field: str = _setting(
         "", _optional_text, "If set, repartition by this top-level field, else feature (unkeyed producers)."
+    )
+    drift_policy: str = _setting(
+        "none", _drift_policy, "On a detected drift: none (count it) or reset (a new model, same parameters)."
     )
     snapshot_every_events: int = _setting(
         "5000", _positive_int, "Snapshot a partition after this many events applied..."

@@ -62,6 +62,8 @@ class PartitionState:
     reseeked_at = 0.0  # monotonic time of the last seek back over a gap
     reseeks_without_progress = 0
     created = 0.0  # wall clock at which this model was built
+    drift_policy = "none"  # "reset": a new model with the same parameters on each detected drift
+    model_resets = 0
 
     def __init__(self, partition: int, spec: ModelSpec, pending_max: int) -> None:
         self.partition = partition
@@ -168,6 +170,7 @@ class PartitionState:
                 self._wait_for_label(event.id, None, prediction)
         elif event.y is not None:
             self._score(event.y, prediction, offset)
+            model = self.model  # a drift may just have replaced it
             model.learn_one(event.x, event.y)
             learned = True
         elif self.pending_max:
@@ -203,6 +206,10 @@ class PartitionState:
         self.metrics.update(y_true, prediction)
         if self.drift.update(y_true, prediction, offset):
             log.warning("partition %d: DRIFT detected at offset %d (ADWIN)", self.partition, offset)
+            if self.drift_policy == "reset":
+                # River's idiom: the fresh model learns the event that completed the detection.
+                self.model = self.model.clone()
+                self.model_resets += 1
 
     def _wait_for_label(
         self, event_id: str, x: dict[str, Feature] | None, prediction: dict[str, Any]
@@ -285,7 +292,7 @@ class PartitionState:
                 "replay_until": self.replay_until,
             },
             "metrics": self.metrics.values(),
-            "drift": self.drift.summary(),
+            "drift": {**self.drift.summary(), "policy": self.drift_policy, "model_resets": self.model_resets},
             "snapshot": {
                 "seq": self.snapshot_seq,
                 "offset": self.snapshot_offset,

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from river import datasets as river_datasets
 from river import drift
+from river import metrics as river_metrics
 
 from streamapp import datasets, models, producer, records
 from streamapp.records import Event
@@ -135,3 +136,27 @@ def test_drift_detections_equal_adwin_on_rivers_own_error_stream() -> None:
     assert state.drift.detections == len(expected)
     assert [offset for offset, _ in state.drift.recent] == expected[-10:]
     assert state.summary(0.0)["drift"]["detections"] == len(expected)
+
+
+def test_the_reset_policy_equals_rivers_loop_that_replaces_the_model_on_drift() -> None:
+    samples = list(datasets.load("sea", limit=60_000))
+    spec = models.resolve("hoeffding_tree")
+    state = PartitionState(0, spec, pending_max=0)
+    state.drift_policy = "reset"
+    for offset, s in enumerate(samples):
+        state.apply_event(Event(s.id, s.x, s.y, None), offset)
+
+    model, adwin, accuracy, resets = spec.build(), drift.ADWIN(), river_metrics.Accuracy(), 0
+    for s in samples:
+        y_pred = model.predict_one(s.x)
+        if y_pred is not None:  # as progressive_val_score: a fresh model's first guess is skipped
+            accuracy.update(s.y, y_pred)
+        adwin.update(float(y_pred != s.y))
+        if adwin.drift_detected:
+            model, resets = model.clone(), resets + 1
+        model.learn_one(s.x, s.y)
+
+    assert state.model_resets == resets >= 1
+    assert state.metrics.values()["accuracy"] == pytest.approx(accuracy.get(), abs=1e-12)
+    probes = [s.x for s in samples[-50:]]
+    assert [state.model.predict_proba_one(x) for x in probes] == [model.predict_proba_one(x) for x in probes]
