@@ -52,6 +52,7 @@ class Timing:
     learn: Histogram = field(default_factory=Histogram)
     end_to_end: Histogram = field(default_factory=Histogram)  # produced -> prediction handed over
     predictions: int = 0
+    alerts: int = 0  # anomaly scores at or above STREAMAPP_ANOMALY_THRESHOLD
 
 
 class Learner:
@@ -221,6 +222,10 @@ class Learner:
                         "end_to_end_s": sent_at - produced,
                     },
                 }
+                score = applied.prediction.get("score")
+                if score is not None:  # anomaly models: the alert is the decision, the score its why
+                    prediction["alert"] = alert = score >= self.settings.anomaly_threshold
+                    timing.alerts += alert
                 await predictions.add(key, records.encode(prediction))
                 timing.predict.observe(applied.predict_s)
                 timing.learn.observe(applied.learn_s)

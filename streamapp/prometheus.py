@@ -104,8 +104,12 @@ class ModelCollector(Collector):
                 ("end_to_end", "From the event's Kafka timestamp to its prediction's hand-over."),
             )
         }
+        alerts = CounterMetricFamily(
+            "streamapp_alerts", "Anomaly scores at or above the alert threshold.", labels=["partition"]
+        )
         for partition, timing in sorted(self.learner.timings.items()):
             predictions.add_metric([str(partition)], timing.predictions)
+            alerts.add_metric([str(partition)], timing.alerts)
             for kind, histogram in (
                 ("predict", timing.predict),
                 ("learn", timing.learn),
@@ -113,6 +117,7 @@ class ModelCollector(Collector):
             ):
                 histograms[kind].add_metric([str(partition)], histogram.cumulative(), histogram.total)
         yield predictions
+        yield alerts
         yield from histograms.values()
 
 

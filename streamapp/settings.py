@@ -41,7 +41,7 @@ def _positive_float(name: str, raw: str) -> float:
     except ValueError:
         raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from None
     if not value > 0 or value == float("inf"):
-        raise ConfigError(f"{PREFIX}{name}={raw!r} must be a positive, finite number of seconds")
+        raise ConfigError(f"{PREFIX}{name}={raw!r} must be a positive, finite number")
     return value
 
 
@@ -114,6 +114,9 @@ class Settings:
     task: str = _setting("auto", _task, "auto (from the model), binary, multiclass, regression or anomaly.")
     key_field: str = _setting(
         "", _optional_text, "If set, repartition by this top-level field, else feature (unkeyed producers)."
+    )
+    anomaly_threshold: float = _setting(
+        "0.9", _positive_float, "Anomaly scores at or above it are alerts in the prediction record."
     )
     drift_policy: str = _setting(
         "none", _drift_policy, "On a detected drift: none (count it) or reset (a new model, same parameters)."

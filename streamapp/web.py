@@ -91,6 +91,7 @@ def register(app: faust.App, learner: Learner, settings: Settings, changelog_top
             timing = learner.timings.get(partition)
             if timing is not None:
                 summary["predictions"] = timing.predictions
+                summary["alerts"] = timing.alerts
                 summary["latency"] = {
                     "predict": timing.predict.counts,
                     "learn": timing.learn.counts,
