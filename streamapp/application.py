@@ -246,7 +246,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.task
     async def freeze_startup_objects() -> None:
         """Put what exists once the worker runs (Faust, River, aiokafka) out of the collector's
-        reach: full collections scanned it all and stalled every event for 50-90 ms (measured)."""
+        reach: full collections scanned it all and stalled the event loop 50-90 ms (measured)."""
         gc.freeze()
 
     def lag(partition: int) -> int | None:

@@ -82,22 +82,23 @@ def register(app: faust.App, learner: Learner, settings: Settings, changelog_top
             return False, "recovering the tables"
         return True, "ok"
 
+    def partition_summary(partition: int, now: float) -> dict[str, Any]:
+        summary = learner.states[partition].summary(now)
+        summary["lag"] = lag(partition)
+        timing = learner.timings.get(partition)
+        if timing is not None:
+            summary["predictions"] = timing.predictions
+            summary["alerts"] = timing.alerts
+            summary["latency"] = {
+                "predict": timing.predict.counts,
+                "learn": timing.learn.counts,
+                "end_to_end": timing.end_to_end.counts,
+            }
+        return summary
+
     def local() -> dict[str, Any]:
         now = time.time()
-        partitions = []
-        for partition, state in sorted(learner.states.items()):
-            summary = state.summary(now)
-            summary["lag"] = lag(partition)
-            timing = learner.timings.get(partition)
-            if timing is not None:
-                summary["predictions"] = timing.predictions
-                summary["alerts"] = timing.alerts
-                summary["latency"] = {
-                    "predict": timing.predict.counts,
-                    "learn": timing.learn.counts,
-                    "end_to_end": timing.end_to_end.counts,
-                }
-            partitions.append(summary)
+        partitions = [partition_summary(partition, now) for partition in sorted(learner.states)]
         is_ready, why = ready()
         return {"worker": peers.me, "ready": is_ready, "state": why, "partitions": partitions}
 
@@ -141,6 +142,15 @@ def register(app: faust.App, learner: Learner, settings: Settings, changelog_top
         except (TimeoutError, aiohttp.ClientError) as exc:
             return error(503, f"partition {partition}: its owner {owner} does not answer ({exc!r})")
         return app.web.bytes(content, content_type=content_type, status=status)
+
+    async def served_here(request: Request, partition: str, path: str) -> int | Response:
+        """The partition's number when this worker serves it, else the owner's answer to the
+        same GET (or why there is none), or a 404 for a partition that does not exist."""
+        p = parse_partition(partition)
+        if not isinstance(p, int):
+            return p
+        forwarded = await at_owner(request, p, "GET", path.format(p=p))
+        return p if forwarded is None else forwarded
 
     @app.page("/models/local")
     class LocalModels(View):
@@ -203,14 +213,11 @@ def register(app: faust.App, learner: Learner, settings: Settings, changelog_top
         """One partition in detail: its summary, the model's parameters and size."""
 
         async def get(self, request: Request, partition: str) -> Response:
-            p = parse_partition(partition)
+            p = await served_here(request, partition, "/models/{p}")
             if not isinstance(p, int):
                 return p
-            forwarded = await at_owner(request, p, "GET", f"/models/{p}")
-            if forwarded is not None:
-                return forwarded
             state = learner.states[p]
-            detail = {s["partition"]: s for s in local()["partitions"]}[p]
+            detail = partition_summary(p, time.time())
             detail.update(
                 worker=peers.me,
                 parameters=state.model._get_params(),
@@ -227,12 +234,9 @@ def register(app: faust.App, learner: Learner, settings: Settings, changelog_top
             refused = unauthorized(request)
             if refused is not None:
                 return refused
-            p = parse_partition(partition)
+            p = await served_here(request, partition, "/models/{p}/snapshot")
             if not isinstance(p, int):
                 return p
-            forwarded = await at_owner(request, p, "GET", f"/models/{p}/snapshot")
-            if forwarded is not None:
-                return forwarded
             blob = learner.snapshots.get(snapshot_key(p))
             if blob is None:
                 return error(404, f"partition {p} has no snapshot yet")
