@@ -22,7 +22,7 @@ from faust import streams as faust_streams
 from faust.transport.drivers.aiokafka import Producer as FaustAiokafkaProducer
 from faust.types import TP, Message, StreamT, TopicT
 
-from streamapp import models, web
+from streamapp import kafka_security, models, web
 from streamapp.agent import GapError, Learner
 from streamapp.consumer import BatchApp, BatchConsumer
 from streamapp.outbox import Outbox
@@ -91,6 +91,8 @@ def create_app(settings: Settings) -> faust.App:
     app = BatchApp(
         settings.app_id,
         broker=settings.broker,
+        # TLS and SASL for every Faust client: consumer, both producers, topic creation.
+        broker_credentials=kafka_security.faust_credentials(settings),
         store="rocksdb://",
         datadir=settings.datadir,
         autodiscover=False,
@@ -193,6 +195,18 @@ def create_app(settings: Settings) -> faust.App:
 
     # The source topic's records reach the learner in fetched batches (streamapp/consumer.py).
     app.batch_route = (is_source, learn_batch)
+
+    async def check_kafka_access() -> None:
+        """Refused credentials or an untrusted certificate stop the worker with what to fix,
+        instead of aiokafka's "Unable to bootstrap" under a traceback of Faust's services."""
+        log.info("streamapp: Kafka %s, %s", settings.broker, kafka_security.describe(settings))
+        try:
+            await kafka_security.check_access(settings)
+        except kafka_security.KafkaAccessError as exc:
+            log.critical("streamapp: %s; stopping the worker", exc)
+            raise SystemExit(f"streamapp: {exc}") from None
+
+    app.preflight = check_kafka_access
 
     # The agent subscribes the source topic (so Faust assigns it, co-partitioned with the table)
     # and, with STREAMAPP_KEY_FIELD, repartitions; its name prefixes the repartition topic, so it

@@ -141,6 +141,8 @@ class BatchApp(faust.App):
 
     #: (is this topic's records for the handler?, the handler); None: Faust's path for all
     batch_route: tuple[Callable[[str], bool], BatchHandler] | None = None
+    #: awaited before any Kafka client of the app starts (streamapp checks its credentials there)
+    preflight: Callable[[], Awaitable[None]] | None = None
     _output_producer: ProducerT | None = None
 
     def _new_transport(self) -> TransportT:
@@ -157,3 +159,9 @@ class BatchApp(faust.App):
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         return [*super().on_init_dependencies(), self.output_producer]
+
+    async def on_first_start(self) -> None:
+        # The app's first hook: its consumer, producers and web server start after it.
+        if self.preflight is not None:
+            await self.preflight()
+        await super().on_first_start()

@@ -17,14 +17,10 @@ from aiokafka import AIOKafkaProducer
 from tqdm import tqdm
 
 from streamapp import datasets
+from streamapp.kafka_security import aiokafka_auth, bootstrap_servers, check_access
 from streamapp.settings import Settings
 
 MAX_IN_FLIGHT = 50_000  # sends without an acknowledgement before the producer waits
-
-
-def bootstrap_servers(broker: str) -> list[str]:
-    """Faust's 'kafka://h:p;kafka://h2:p' as aiokafka's ['h:p', 'h2:p']."""
-    return [url.split("://", 1)[-1] for url in broker.split(";")]
 
 
 def _value(sample: datasets.Sample, with_features: bool, with_label: bool, keyed: bool) -> bytes:
@@ -74,12 +70,14 @@ async def produce(
 
     Labels go inline, or as late label messages (see `messages`). Returns the messages sent.
     """
+    await check_access(settings)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers(settings.broker),
         linger_ms=5,
         max_batch_size=256 * 1024,
         acks="all",
         enable_idempotence=True,
+        **aiokafka_auth(settings),
     )
     await producer.start()
     sent = 0

@@ -93,6 +93,54 @@ def _drift_policy(name: str, raw: str) -> str:
     return raw
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class Secret:
+    """A value that prints masked: reprs, str(), f-strings, logs and `streamapp settings` show
+    '********'; only `reveal()` gives it, at the one place that hands it to the Kafka client."""
+
+    __slots__ = ("_value",)
+    MASK = "********"
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __str__(self) -> str:
+        return self.MASK if self._value else ""
+
+    def __repr__(self) -> str:
+        return f"Secret({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _secret(name: str, raw: str) -> Secret:
+    # A trailing newline is an artefact of `echo` or a secret file, never part of a password.
+    return Secret(raw.rstrip("\r\n"))
+
+
+def _upper_choice(allowed: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in allowed:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
 def _setting(default: str, parse: Callable[[str, str], Any], doc: str) -> Any:
     return field(default=parse("", default), metadata={"raw_default": default, "parse": parse, "doc": doc})
 
@@ -108,6 +156,29 @@ class Settings:
     deadletter_topic: str = _setting("deadletter", _topic_name, "Topic refused events go to.")
     partitions: int = _setting("8", _positive_int, "Partitions of the events topic (and of the tables).")
     replication_factor: int = _setting("1", _positive_int, "Replication factor of topics streamapp creates.")
+    # Kafka security (managed Kafka: SASL_SSL); streamapp/kafka_security.py hands these to every client.
+    security_protocol: str = _setting(
+        "PLAINTEXT",
+        _upper_choice(SECURITY_PROTOCOLS),
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (managed Kafka such as Confluent Cloud: SASL_SSL).",
+    )
+    sasl_mechanism: str = _setting(
+        "PLAIN", _upper_choice(SASL_MECHANISMS), "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols)."
+    )
+    sasl_username: str = _setting("", _optional_text, "SASL user name (Confluent Cloud: the API key).")
+    # Secret is immutable, like the str and int defaults ruff knows.
+    sasl_password: Secret = _setting(  # noqa: RUF009
+        "", _secret, "SASL password (Confluent Cloud: the API secret); always shown masked."
+    )
+    ssl_cafile: str = _setting(
+        "", _optional_text, "PEM file of the CA(s) that signed the brokers' certificates; empty: system CAs."
+    )
+    ssl_certfile: str = _setting(
+        "", _optional_text, "PEM client certificate for mutual TLS (SSL, SASL_SSL); may hold the key too."
+    )
+    ssl_keyfile: str = _setting(
+        "", _optional_text, "PEM private key (unencrypted) of STREAMAPP_SSL_CERTFILE, if not in that file."
+    )
     model: str = _setting(
         "hoeffding_tree", _text, "A preset name or an import path 'package.module:factory'."
     )
@@ -183,6 +254,62 @@ class Settings:
         topics = [self.events_topic, self.predictions_topic, self.deadletter_topic]
         if len(set(topics)) != len(topics):
             raise ConfigError(f"events, predictions and dead-letter topics must differ, got {topics}")
+        self._check_security()
+
+    def _check_security(self) -> None:
+        """SASL needs its user and password; SASL and TLS values need a protocol that uses them
+        (else they would be ignored and the worker would connect unauthenticated); files exist.
+        The messages name variables, never the password's value."""
+        protocol = f"{PREFIX}SECURITY_PROTOCOL={self.security_protocol}"
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        if sasl:
+            missing = [
+                f"{PREFIX}{name}"
+                for name, value in (
+                    ("SASL_USERNAME", self.sasl_username),
+                    ("SASL_PASSWORD", self.sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigError(
+                    f"{protocol} needs {' and '.join(missing)} (Confluent Cloud: an API key and secret)"
+                )
+        else:
+            given = [
+                f"{PREFIX}{name}"
+                for name, value in (
+                    ("SASL_USERNAME", self.sasl_username),
+                    ("SASL_PASSWORD", self.sasl_password),
+                    ("SASL_MECHANISM", self.sasl_mechanism != "PLAIN"),
+                )
+                if value
+            ]
+            if given:
+                raise ConfigError(
+                    f"{', '.join(given)} set but {protocol} does not use SASL: set "
+                    f"{PREFIX}SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT), or unset them"
+                )
+        files = (
+            ("SSL_CAFILE", self.ssl_cafile),
+            ("SSL_CERTFILE", self.ssl_certfile),
+            ("SSL_KEYFILE", self.ssl_keyfile),
+        )
+        for name, path in files:
+            if not path:
+                continue
+            if not tls:
+                raise ConfigError(
+                    f"{PREFIX}{name} set but {protocol} does not use TLS: set "
+                    f"{PREFIX}SECURITY_PROTOCOL=SSL or SASL_SSL, or unset it"
+                )
+            if not os.path.isfile(path):
+                raise ConfigError(f"{PREFIX}{name}={path!r}: no such file (give the path of a PEM file)")
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"{PREFIX}{name}={path!r}: not readable by this user")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError(f"{PREFIX}SSL_KEYFILE needs {PREFIX}SSL_CERTFILE, the certificate of that key")
 
 
 def documented() -> list[tuple[str, str, str]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streamapp.producer import bootstrap_servers
+from streamapp.kafka_security import aiokafka_auth, bootstrap_servers, check_access
 from streamapp.settings import ConfigError, Settings
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -17,7 +17,10 @@ _TOPIC_ALREADY_EXISTS = 36
 
 async def create_topics(settings: Settings) -> dict[str, str]:
     """Create what is missing; returns {topic: 'created' | 'exists'}; raises on a partition mismatch."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker))
+    await check_access(settings)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(settings.broker), **aiokafka_auth(settings)
+    )
     await admin.start()
     try:
         names = [settings.events_topic, settings.predictions_topic, settings.deadletter_topic]

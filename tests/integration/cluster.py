@@ -25,14 +25,28 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from streamapp.settings import Settings
 from streamapp.topics import create_topics
 
-BOOTSTRAP = "127.0.0.1:9092"
 ROOT = Path(__file__).resolve().parents[2]
+# The ports and home of tools/kafka/kafka.sh (the same variables), so that the tests can run
+# against a second broker: KAFKA_HOME=/tmp/k KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093
+# KAFKA_SASL_PORT=19094 tools/kafka/kafka.sh up, then pytest with the same variables.
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
+BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
+# kafka.sh's SASL_SSL listener: its users (PLAIN, SCRAM-SHA-256/512) and the CA of its certificate.
+SASL_PORT = int(os.environ.get("KAFKA_SASL_PORT", "9094"))
+SASL_BOOTSTRAP = f"127.0.0.1:{SASL_PORT}"
+SASL_USER = "streamapp"
+SASL_PASSWORD = "streamapp-secret"
+SASL_CAFILE = Path(os.environ.get("KAFKA_HOME", ROOT / ".kafka")) / "ssl" / "ca.pem"
+
+
+def port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
 
 
 def broker_up() -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 9092), timeout=1):
-        return True
-    return False
+    return port_open(KAFKA_PORT)
 
 
 def free_port() -> int:
@@ -82,11 +96,11 @@ class Worker:
     def log_path(self) -> Path:
         return self.datadir.with_suffix(".log")
 
-    def start(self) -> Worker:
+    def _popen(self) -> subprocess.Popen[bytes]:
         self.datadir.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "STREAMAPP_DATADIR": str(self.datadir)}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
+            return subprocess.Popen(
                 [sys.executable, "-m", "streamapp", "worker", "-l", "info", "--web-port", str(self.port)],
                 env=env,
                 cwd=ROOT,
@@ -94,8 +108,20 @@ class Worker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def start(self) -> Worker:
+        self.proc = self._popen()
         wait_for("the worker's web views", lambda: self.get("/health") is not None, 60, self.log_tail)
         return self
+
+    def run_until_exit(self, timeout: float) -> int:
+        """For a worker that must stop by itself: its exit code (its output is in `log_path`)."""
+        self.proc = self._popen()
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"the worker still ran after {timeout}s\n{self.log_tail()}") from None
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -202,8 +228,11 @@ def send_raw(topic: str, messages: list[tuple[int, bytes | None, bytes | None]])
         producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, max_request_size=4_000_000)
         await producer.start()
         try:
-            for partition, key, value in messages:
-                await producer.send_and_wait(topic, value, key=key, partition=partition)
+            sent = [
+                await producer.send(topic, value, key=key, partition=partition)
+                for partition, key, value in messages
+            ]
+            await asyncio.gather(*sent)
         finally:
             await producer.stop()
 

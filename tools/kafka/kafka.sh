@@ -6,8 +6,13 @@
 #   tools/kafka/kafka.sh restart stop and start again, keeping the data (broker-fault tests)
 #   tools/kafka/kafka.sh status  exit 0 when a broker answers on the port
 #
-# Everything lives under $KAFKA_HOME (default .kafka/ in the repo): libs/, config/, data/,
+# Everything lives under $KAFKA_HOME (default .kafka/ in the repo): libs/, config/, data/, ssl/,
 # kafka.pid, kafka.log. Versions are pinned in tools/kafka/pom.xml.
+#
+# Listeners: PLAINTEXT on $KAFKA_PORT (9092), the controller on $KAFKA_CONTROLLER_PORT (9093), and
+# SASL_SSL on $KAFKA_SASL_PORT (9094) for the managed-Kafka settings' tests: PLAIN, SCRAM-SHA-256
+# and SCRAM-SHA-512, user "streamapp", password "streamapp-secret", a certificate for 127.0.0.1
+# signed by a throw-away CA made here with the JDK's keytool ($KAFKA_HOME/ssl/ca.pem).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,11 +20,17 @@ root="$(cd "$here/../.." && pwd)"
 KAFKA_HOME="${KAFKA_HOME:-$root/.kafka}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-9094}"
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 KAFKA_READY_TIMEOUT="${KAFKA_READY_TIMEOUT:-120}"
 pidfile="$KAFKA_HOME/kafka.pid"
 logfile="$KAFKA_HOME/kafka.log"
 libs="$KAFKA_HOME/libs"
+ssl_dir="$KAFKA_HOME/ssl"
+# Guards only the throw-away keystores below; Kafka's config needs one.
+ssl_password="streamapp-test-keystore"
+sasl_user="streamapp"
+sasl_password="streamapp-secret"
 
 die() { echo "kafka: $*" >&2; exit 1; }
 
@@ -29,6 +40,7 @@ require_tools() {
   local major
   major="$(java -XshowSettings:properties -version 2>&1 | sed -n 's/.*java.specification.version = \([0-9]*\).*/\1/p')"
   [ "${major:-0}" -ge 17 ] || die "Kafka 4.x needs Java 17 or newer, found Java ${major:-unknown}"
+  command -v keytool >/dev/null 2>&1 || die "keytool not found: it comes with the JDK (put its bin/ on the PATH)"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; }
@@ -51,10 +63,34 @@ fetch_libs() {
   touch "$stamp"
 }
 
+make_certs() {
+  # A CA and a broker certificate for 127.0.0.1/localhost, made once per $KAFKA_HOME (EC keys: fast
+  # to make). The CA keeps its key in ca.p12 and gives clients ca.pem; broker.p12 holds the
+  # broker's key with its chain. The extensions are the ones strict X.509 checks (Python 3.13's
+  # default) require.
+  [ -f "$ssl_dir/broker.p12" ] && [ -f "$ssl_dir/ca.pem" ] && return 0
+  rm -rf "$ssl_dir"; mkdir -p "$ssl_dir"
+  local kt=(keytool -storetype PKCS12 -storepass "$ssl_password" -keypass "$ssl_password")
+  local key=(-keyalg EC -groupname secp256r1 -validity 3650)
+  {
+    "${kt[@]}" -keystore "$ssl_dir/ca.p12" -genkeypair -alias ca "${key[@]}" \
+        -dname "CN=streamapp test CA" -ext bc:c=ca:true -ext ku:c=keyCertSign,cRLSign
+    "${kt[@]}" -keystore "$ssl_dir/ca.p12" -exportcert -rfc -alias ca -file "$ssl_dir/ca.pem"
+    "${kt[@]}" -keystore "$ssl_dir/broker.p12" -genkeypair -alias broker "${key[@]}" -dname "CN=127.0.0.1"
+    "${kt[@]}" -keystore "$ssl_dir/broker.p12" -certreq -alias broker -file "$ssl_dir/broker.csr"
+    "${kt[@]}" -keystore "$ssl_dir/ca.p12" -gencert -alias ca -validity 3650 -rfc \
+        -infile "$ssl_dir/broker.csr" -outfile "$ssl_dir/broker.pem" \
+        -ext san=ip:127.0.0.1,dns:localhost -ext ku:c=digitalSignature -ext eku=serverAuth
+    "${kt[@]}" -keystore "$ssl_dir/broker.p12" -importcert -noprompt -alias ca -file "$ssl_dir/ca.pem"
+    "${kt[@]}" -keystore "$ssl_dir/broker.p12" -importcert -alias broker -file "$ssl_dir/broker.pem"
+  } >"$ssl_dir/keytool.log" 2>&1 || { cat "$ssl_dir/keytool.log" >&2; rm -f "$ssl_dir/broker.p12"; die "keytool could not make the test certificates"; }
+}
+
 write_config() {
   mkdir -p "$KAFKA_HOME/config"
   sed -e "s#@DATA@#$KAFKA_HOME/data#g" -e "s#@PORT@#$KAFKA_PORT#g" \
-      -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+      -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@SASL_PORT@#$KAFKA_SASL_PORT#g" \
+      -e "s#@SSL_DIR@#$ssl_dir#g" -e "s#@SSL_PASSWORD@#$ssl_password#g" \
       "$here/server.properties" > "$KAFKA_HOME/config/server.properties"
   cp "$here/log4j2.properties" "$here/tools-log4j2.properties" "$KAFKA_HOME/config/"
 }
@@ -76,6 +112,7 @@ up() {
   fi
   require_tools
   fetch_libs
+  make_certs
   write_config
   local t0; t0=$(date +%s.%N)
   if [ "${1:-fresh}" = fresh ]; then
@@ -83,7 +120,10 @@ up() {
     rm -rf "$KAFKA_HOME/data"; mkdir -p "$KAFKA_HOME/data"
     java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/config/tools-log4j2.properties" \
         -cp "$libs/*" kafka.tools.StorageTool format --standalone --cluster-id "$(cluster_id)" \
-        --config "$KAFKA_HOME/config/server.properties" >"$KAFKA_HOME/format.log" 2>&1 \
+        --config "$KAFKA_HOME/config/server.properties" \
+        --add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]" \
+        --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]" \
+        >"$KAFKA_HOME/format.log" 2>&1 \
         || { cat "$KAFKA_HOME/format.log" >&2; die "formatting the data dir failed"; }
   fi
   # setsid: the broker gets its own session, so Ctrl-C in a terminal does not reach it directly.
