@@ -1,0 +1,46 @@
+# streamapp worker image: `docker build -t streamapp:0.1.0 .`
+#
+# Two stages: the first builds streamapp's wheel and installs it with its dependencies into a
+# venv; the second copies only that venv onto a clean slim Python. No compiler, pip or sources
+# in the result. Tests: tests/unit/test_dockerfile.py.
+#
+# PYTHON_VERSION may be 3.11, 3.12 or 3.13 (pyproject's requires-python); the README's benchmarks
+# show why 3.13 suits tree-heavy models best.
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+# Only what the wheel is built from (see .dockerignore): the package and its metadata.
+COPY pyproject.toml README.md ./
+COPY streamapp ./streamapp
+# A venv without pip: the base image's pip builds the wheel and installs into it.
+RUN python -m venv --without-pip /opt/streamapp \
+    && python -m pip wheel --no-deps --wheel-dir /tmp/wheels . \
+    && python -m pip --python /opt/streamapp/bin/python install /tmp/wheels/streamapp-*.whl \
+    && /opt/streamapp/bin/streamapp settings > /dev/null
+
+FROM python:${PYTHON_VERSION}-slim
+# A fixed numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER, and the
+# pod's fsGroup (k8s/base/statefulset.yaml) makes the data volume writable for it.
+RUN groupadd --system --gid 10001 streamapp \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /var/lib/streamapp --shell /usr/sbin/nologin streamapp \
+    && mkdir -p /var/lib/streamapp \
+    && chown 10001:10001 /var/lib/streamapp
+COPY --from=build /opt/streamapp /opt/streamapp
+ENV PATH=/opt/streamapp/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    STREAMAPP_DATADIR=/var/lib/streamapp/data \
+    STREAMAPP_WEB_BIND=0.0.0.0
+USER 10001:10001
+WORKDIR /var/lib/streamapp
+EXPOSE 6066
+# Exec form: the worker is PID 1 and gets the SIGTERM itself, which Faust turns into a warm
+# shutdown (finish the batch, flush predictions, commit, leave the group). The same command as
+# the README's: `streamapp worker -l info`, settings from STREAMAPP_* variables.
+ENTRYPOINT ["streamapp"]
+CMD ["worker", "-l", "info"]
