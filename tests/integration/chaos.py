@@ -19,7 +19,7 @@ import orjson
 from streamapp import datasets, models, records
 from streamapp.settings import Settings
 from tests.integration.cluster import ROOT, Worker, end_offsets, read_topic, wait_for
-from tests.oracle import river_predictions, river_scores
+from tests.oracle import river_on_log
 
 PROBES = [s.x for s in datasets.load("card", seed=7, limit=40)]
 
@@ -59,7 +59,9 @@ class Cluster:
         return "\n\n".join(f"--- {name}\n{w.log_tail(40)}" for name, w in self.workers.items())
 
 
-def start_producer(env: dict[str, str], events: int, rate: int) -> subprocess.Popen[bytes]:
+def start_producer(
+    env: dict[str, str], events: int, rate: int, label_delay: int = 0
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -72,6 +74,8 @@ def start_producer(env: dict[str, str], events: int, rate: int) -> subprocess.Po
             str(rate),
             "--limit",
             str(events),
+            "--label-delay",
+            str(label_delay),
             "--quiet",
         ],
         env={**os.environ, **env},
@@ -116,38 +120,39 @@ def assert_exact(cluster: Cluster, settings: Settings, timeout: float = 180) -> 
             predictions[doc["partition"]][doc["offset"]].append(doc)
 
     for partition, recs in read_topic(settings.events_topic, partitions).items():
-        stream = [(d["x"], d["y"]) for d in (orjson.loads(r.value) for r in recs)]
+        docs = [orjson.loads(r.value) for r in recs]
+        stream = [(d["x"], d.get("y")) for d in docs if "x" in d]
         state, owner = served[partition]
         where = f"partition {partition} on {owner.datadir.name}"
         assert state["events_learned"] == state["events_seen"] == len(stream), (
             f"{where}: {len(stream)} events, {state}"
         )
+        assert state["labels_late"] == len(docs) - len(stream), f"{where}: each late label taught once"
         # Faust drops a few events around rebalances; the guard refuses to learn across such a
         # gap and seeks back (counted in "gaps"); what matters is that the model never missed one.
         assert state["events_lost_to_retention"] == 0, where
-        expected = river_scores(stream, build, ["rocauc", "accuracy"])
+        expected, river, offline = river_on_log(docs, build, ["rocauc", "accuracy"])
         got = {k: state["metrics"][k] for k in expected}
         assert got == expected, f"{where}: metrics differ from River's on the sub-stream"
 
-        offline = build()
-        for x, y in stream:
-            offline.learn_one(x, y)
         answer = post(owner, f"/models/{partition}/predict", {"x": PROBES})["predictions"]
         assert [a["proba"] for a in answer] == [as_json(offline.predict_proba_one(x)) for x in PROBES], (
             f"{where}: the served model is not River's model trained offline on the sub-stream"
         )
 
         # At least once: every event has a prediction, and every copy is River's own at that step.
-        river = river_predictions(stream, build, "rocauc")
-        assert set(predictions[partition]) == set(range(len(stream))), where
-        for offset, docs in predictions[partition].items():
-            for doc in docs:
+        assert set(predictions[partition]) == set(river), where
+        for offset, docs_at in predictions[partition].items():
+            for doc in docs_at:
                 assert doc["proba"] == as_json(river[offset]), f"{where} offset {offset}"
 
 
-def run_stream(env: dict[str, str], events: int, rate: int, script: list[tuple[float, Any]]) -> None:
-    """Produce `events` at `rate`; run each (seconds after start, action) of the script on time."""
-    producer = start_producer(env, events, rate)
+def run_stream(
+    env: dict[str, str], events: int, rate: int, script: list[tuple[float, Any]], label_delay: int = 0
+) -> None:
+    """Produce `events` at `rate` (labels `label_delay` events late); run each (seconds after
+    start, action) of the script on time."""
+    producer = start_producer(env, events, rate, label_delay)
     started = time.monotonic()
     try:
         for at, action in script:

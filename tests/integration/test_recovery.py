@@ -40,6 +40,22 @@ def test_worker_killed_mid_stream_and_restarted(cluster: Cluster, sig: int) -> N
     assert restarted, "the restarted worker serves partitions again"
 
 
+def test_worker_killed_between_events_and_their_late_labels(cluster: Cluster) -> None:
+    """Labels arrive 400 events after their event: at the kill, every partition has events
+    waiting for labels. Each label still teaches its event once, and the metrics equal River's
+    progressive validation of the partition's log with those delays."""
+    for name in ("w1", "w2"):
+        cluster.start(name)
+    run_stream(
+        cluster.env,
+        events=4000,
+        rate=400,
+        label_delay=400,
+        script=[(6, lambda: cluster.stop("w2", signal.SIGKILL)), (11, lambda: cluster.start("w2"))],
+    )
+    assert_exact(cluster, Settings.from_env(cluster.env))
+
+
 def test_worker_restarted_with_a_wiped_data_directory(cluster: Cluster) -> None:
     for name in ("w1", "w2", "w3"):
         cluster.start(name)
