@@ -21,7 +21,7 @@ from streamapp import records, snapshot
 from streamapp.histogram import Histogram
 from streamapp.models import ModelSpec
 from streamapp.outbox import Outbox
-from streamapp.records import BadEvent, LateLabel
+from streamapp.records import BadEvent, Control, LateLabel
 from streamapp.settings import Settings
 from streamapp.state import PartitionState
 
@@ -40,7 +40,14 @@ class GapError(RuntimeError):
 Emit = Callable[[str, int, bytes | None, bytes | None, list[tuple[str, bytes]] | None], Awaitable[None]]
 
 
-def snapshot_key(partition: int) -> str:
+def snapshot_key(partition: int, seq: int, kept: int) -> str:
+    """Snapshots of a partition take turns in `kept` slots: the newest valid one is recovered
+    from, and the others are what a rollback can return to."""
+    return f"p{partition}/{seq % kept}"
+
+
+def legacy_snapshot_key(partition: int) -> str:
+    """The one slot of snapshots written before several were kept."""
     return f"p{partition}"
 
 
@@ -62,6 +69,7 @@ class Learner:
         self,
         settings: Settings,
         spec: ModelSpec,
+        challengers: Sequence[ModelSpec],
         snapshots: Mapping[str, bytes],
         save: Callable[[TP, str, bytes], None],
         emit: Emit,
@@ -71,6 +79,7 @@ class Learner:
     ) -> None:
         self.settings = settings
         self.spec = spec
+        self.challengers = challengers
         #: the snapshot table, read at recovery
         self.snapshots = snapshots
         #: writes a snapshot to the table, in the partition's changelog partition
@@ -121,41 +130,74 @@ class Learner:
         return state
 
     def _fresh(self, partition: int) -> PartitionState:
-        state = PartitionState(partition, self.spec, self.settings.pending_labels_max)
+        settings = self.settings
+        state = PartitionState(
+            partition,
+            self.spec,
+            settings.pending_labels_max,
+            self.challengers,
+            settings.promote_after,
+            settings.promote_margin,
+        )
+        state.drift_policy = settings.drift_policy
+        return state
+
+    def kept_snapshots(self, partition: int) -> list[tuple[snapshot.Header, bytes]]:
+        """The partition's kept snapshots whose header reads, newest first."""
+        keys = [
+            snapshot_key(partition, slot, self.settings.snapshots_kept)
+            for slot in range(self.settings.snapshots_kept)
+        ]
+        found = []
+        for key in (*keys, legacy_snapshot_key(partition)):
+            blob = self.snapshots.get(key)
+            if blob is None:
+                continue
+            try:
+                found.append((snapshot.read_header(blob), blob))
+            except snapshot.SnapshotError as exc:
+                log.error("partition %d: snapshot %s unreadable: %s", partition, key, exc)
+        return sorted(found, key=lambda found: -found[0].seq)
+
+    def load_snapshot(self, header: snapshot.Header, blob: bytes) -> PartitionState:
+        """A kept snapshot as a state fitted to the configured models (raises SnapshotError)."""
+        _, state = snapshot.decode(blob)
+        state.restored(header.seq, header.offset, len(blob), header.created, self.spec)
+        state.align((self.spec, *self.challengers), self.settings.promote_after, self.settings.promote_margin)
+        state.pending_max = self.settings.pending_labels_max
         state.drift_policy = self.settings.drift_policy
         return state
 
     def _restore(self, partition: int) -> tuple[PartitionState, str]:
-        blob = self.snapshots.get(snapshot_key(partition))
-        fresh = self._fresh(partition)
-        if blob is None:
-            log.info("partition %d: no snapshot, new %s model", partition, self.spec.name)
-            return fresh, "new"
-        try:
-            header, state = snapshot.decode(blob)
-        except snapshot.SnapshotError as exc:
-            log.error("partition %d: SNAPSHOT UNUSABLE, starting a new model: %s", partition, exc)
-            return fresh, "new"
-        if state.model_name != self.spec.name:
-            log.error(
-                "partition %d: snapshot holds model %r but STREAMAPP_MODEL is %r; starting a new model",
+        """The newest kept snapshot that decodes (an older one when the newest is damaged: replay
+        from its offset is just as exact), or a new model."""
+        configured = {self.spec.name, *(c.name for c in self.challengers)}
+        for header, blob in self.kept_snapshots(partition):
+            try:
+                if not configured & set(header.models or [header.model]):
+                    log.error(
+                        "partition %d: snapshot #%d holds models %s, none of them configured "
+                        "(STREAMAPP_MODEL, STREAMAPP_CHALLENGERS); starting a new model",
+                        partition,
+                        header.seq,
+                        header.models or [header.model],
+                    )
+                    break
+                state = self.load_snapshot(header, blob)
+            except snapshot.SnapshotError as exc:
+                log.error("partition %d: SNAPSHOT #%d UNUSABLE: %s", partition, header.seq, exc)
+                continue
+            log.info(
+                "partition %d: restored snapshot #%d at offset %d (%d bytes, %d events learned)",
                 partition,
-                state.model_name,
-                self.spec.name,
+                header.seq,
+                header.offset,
+                len(blob),
+                state.events_learned,
             )
-            return fresh, "new"
-        state.restored(header.seq, header.offset, len(blob), header.created)
-        state.pending_max = self.settings.pending_labels_max
-        state.drift_policy = self.settings.drift_policy
-        log.info(
-            "partition %d: restored snapshot #%d at offset %d (%d bytes, %d events learned)",
-            partition,
-            header.seq,
-            header.offset,
-            len(blob),
-            state.events_learned,
-        )
-        return state, "snapshot"
+            return state, "snapshot"
+        log.info("partition %d: no usable snapshot, new %s model", partition, self.spec.name)
+        return self._fresh(partition), "new"
 
     # -- one event -------------------------------------------------------------------------------
 
@@ -195,6 +237,13 @@ class Learner:
         else:
             if isinstance(decoded, LateLabel):
                 state.apply_label(decoded, offset)
+            elif isinstance(decoded, Control):
+                rollbacks = state.rollbacks
+                self.apply_control(state, decoded, offset)
+                if state.rollbacks != rollbacks:
+                    # Recovery then starts after the rollback, not from a replay of it.
+                    await self._snapshot(state, tp, time.time())
+                    return
             else:
                 try:
                     applied = state.apply_event(decoded, offset)
@@ -206,6 +255,12 @@ class Learner:
                 sent_at = time.time()
                 produced = record.timestamp / 1000 if record.timestamp else received
                 key = record.key
+                timings = {
+                    "message_latency_s": received - produced,
+                    "predict_s": applied.predict_s,
+                    "learn_s": applied.learn_s,
+                    "end_to_end_s": sent_at - produced,
+                }
                 prediction = {
                     "id": decoded.id,
                     "key": key.decode("utf-8", "replace") if key else None,
@@ -215,13 +270,10 @@ class Learner:
                     **applied.prediction,
                     "learned": applied.learned,
                     "replayed": replayed,
-                    "timings": {
-                        "message_latency_s": received - produced,
-                        "predict_s": applied.predict_s,
-                        "learn_s": applied.learn_s,
-                        "end_to_end_s": sent_at - produced,
-                    },
+                    "timings": timings,
                 }
+                if applied.challengers is not None:
+                    prediction["challengers"] = applied.challengers
                 score = applied.prediction.get("score")
                 if score is not None:  # anomaly models: the alert is the decision, the score its why
                     prediction["alert"] = alert = score >= self.settings.anomaly_threshold
@@ -266,12 +318,28 @@ class Learner:
         self._seeks.add(task)
         task.add_done_callback(self._seeks.discard)
 
+    def apply_control(self, state: PartitionState, control: Control, offset: int) -> str:
+        """Apply a promotion or rollback read from the partition's log; the outcome."""
+        if control.action == "promote":
+            assert control.model is not None
+            return state.promote(control.model, offset)
+        kept = {header.seq: (header, blob) for header, blob in self.kept_snapshots(state.partition)}
+        assert control.seq is not None
+        if control.seq not in kept:
+            why = f"snapshot #{control.seq} is not kept (kept: {sorted(kept) or 'none'})"
+            return state.refuse(offset, control.describe(), why)
+        try:
+            older = self.load_snapshot(*kept[control.seq])
+        except snapshot.SnapshotError as exc:
+            return state.refuse(offset, control.describe(), f"snapshot #{control.seq} unusable: {exc}")
+        return state.roll_back(older, control.seq, offset)
+
     async def _maybe_snapshot(self, state: PartitionState, tp: TP) -> None:
         now = time.time()
-        if not state.snapshot_due(
-            self.settings.snapshot_every_events, self.settings.snapshot_every_seconds, now
-        ):
-            return
+        if state.snapshot_due(self.settings.snapshot_every_events, self.settings.snapshot_every_seconds, now):
+            await self._snapshot(state, tp, now)
+
+    async def _snapshot(self, state: PartitionState, tp: TP, now: float) -> None:
         try:
             blob = snapshot.encode(state, self.settings.max_snapshot_bytes)
         except snapshot.SnapshotError as exc:
@@ -279,7 +347,9 @@ class Learner:
             state.snapshot_failed(now)
             log.error("partition %d: SNAPSHOT NOT WRITTEN: %s", state.partition, exc)
             return
-        self.save(tp, snapshot_key(state.partition), blob)
+        self.save(
+            tp, snapshot_key(state.partition, state.snapshot_seq + 1, self.settings.snapshots_kept), blob
+        )
         state.snapshot_taken(len(blob), now)
         if len(blob) > FLUSH_SNAPSHOTS_OVER:
             # One large snapshot in flight at a time: the producer packs the records of every

@@ -88,6 +88,7 @@ def table_writer(app: faust.App, table: MutableMapping[str, bytes]) -> Callable[
 def create_app(settings: Settings) -> faust.App:
     """Build the app; resolving the model here makes a bad STREAMAPP_MODEL fail at start."""
     spec = models.resolve(settings.model, settings.task)
+    challengers = models.resolve_challengers(settings.challengers, spec)
     app = BatchApp(
         settings.app_id,
         broker=settings.broker,
@@ -173,6 +174,7 @@ def create_app(settings: Settings) -> faust.App:
     learner = Learner(
         settings,
         spec,
+        challengers,
         snapshots,
         table_writer(app, snapshots),
         emit,
@@ -266,17 +268,18 @@ def create_app(settings: Settings) -> faust.App:
     def lag(partition: int) -> int | None:
         """Events of the source partition not yet applied, from the consumer's last fetch."""
         state = learner.states.get(partition)
-        source = next(
-            (tp for tp in app.consumer.assignment() if tp.partition == partition and is_source(tp.topic)),
-            None,
-        )
-        if state is None or source is None:
+        topic = source_topic(partition)
+        if state is None or topic is None:
             return None
-        highwater = app.consumer.highwater(source)
+        highwater = app.consumer.highwater(TP(topic, partition))
         return None if highwater is None else max(0, highwater - state.offset - 1)
 
+    def source_topic(partition: int) -> str | None:
+        held = app.consumer.assignment()
+        return next((tp.topic for tp in held if tp.partition == partition and is_source(tp.topic)), None)
+
     changelog = snapshots.changelog_topic.get_topic_name()
-    web.register(app, learner, settings, changelog, lag)
+    web.register(app, learner, settings, changelog, lag, source_topic)
     serve_metrics(app, learner, lag)
     log.info("streamapp: model %s (%s), %d partitions", spec.name, spec.task, settings.partitions)
     return app

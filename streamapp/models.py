@@ -142,6 +142,20 @@ def resolve(spec: str, task: str = "auto") -> ModelSpec:
     return ModelSpec(name=spec, task=task, build=factory)
 
 
+def resolve_challengers(names: tuple[str, ...], champion: ModelSpec) -> list[ModelSpec]:
+    """STREAMAPP_CHALLENGERS: each must do the champion's task, or their metrics would not compare."""
+    specs = []
+    for name in names:
+        spec = resolve(name, "multiclass" if champion.task == "multiclass" else "auto")
+        if spec.task != champion.task:
+            raise ConfigError(
+                f"challenger {name!r} is a {spec.task} model but the champion {champion.name!r} "
+                f"does {champion.task}: challengers must do the champion's task"
+            )
+        specs.append(spec)
+    return specs
+
+
 def describe(model: base.Estimator) -> str:
     """A short human name: 'MinMaxScaler | HalfSpaceTrees' for a pipeline."""
     if isinstance(model, compose.Pipeline):

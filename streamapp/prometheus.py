@@ -40,7 +40,8 @@ COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
         lambda s: s.events_lost_to_retention,
     ),
     ("streamapp_snapshot_errors", "Snapshots that could not be written.", lambda s: s.snapshot_errors),
-    ("streamapp_drifts", "Concept drifts ADWIN detected on the error stream.", lambda s: s.drift.detections),
+    ("streamapp_drifts", "Drifts ADWIN detected on the champion's errors.", lambda s: s.drift.detections),
+    ("streamapp_rollbacks", "Rollbacks of the partition's models to a kept snapshot.", lambda s: s.rollbacks),
 )  # fmt: skip
 
 GAUGES: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
@@ -79,7 +80,9 @@ class ModelCollector(Collector):
             "streamapp_consumer_lag_events", "Events in the partition not yet applied.", labels=["partition"]
         )
         metric = GaugeMetricFamily(
-            "streamapp_model_metric", "Prequential metric of the model.", labels=["partition", "metric"]
+            "streamapp_model_metric",
+            "Prequential metric of each model (champion and challengers).",
+            labels=["partition", "model", "role", "metric"],
         )
         for partition, state in states:
             if state.snapshot_at:
@@ -87,9 +90,10 @@ class ModelCollector(Collector):
             behind = self.lag(partition)
             if behind is not None:
                 lag.add_metric([str(partition)], behind)
-            for key, score in state.metrics.values().items():
-                if score is not None:
-                    metric.add_metric([str(partition), key], score)
+            for i, contender in enumerate(state.contenders):
+                role = "champion" if i == state.champion_index else "challenger"
+                for key, score in contender.metrics.values().items():
+                    metric.add_metric([str(partition), contender.name, role, key], score)
         yield from (age, lag, metric)
         predictions = CounterMetricFamily(
             "streamapp_predictions",

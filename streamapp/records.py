@@ -39,6 +39,20 @@ class LateLabel:
     y: Label
 
 
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A change to a partition's models, written into its log so that replay repeats it:
+    'promote' a model to champion, or 'rollback' to the kept snapshot number `seq`."""
+
+    id: str
+    action: str
+    model: str | None = None
+    seq: int | None = None
+
+    def describe(self) -> str:
+        return f"promote {self.model}" if self.action == "promote" else f"rollback {self.seq}"
+
+
 def _reject_constant(name: str) -> Any:
     raise BadEvent(f"non-finite number {name} (JSON has no NaN or Infinity)")
 
@@ -71,7 +85,22 @@ def _label(value: Any) -> Label:
     return value
 
 
-def decode(raw: bytes | None, max_bytes: int) -> Event | LateLabel:
+def _control(event_id: str, doc: dict[str, Any]) -> Control:
+    action = doc["control"]
+    if action == "promote":
+        model = doc.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadEvent("control 'promote' needs 'model', the name of a model of the partition")
+        return Control(event_id, action, model=model)
+    if action == "rollback":
+        seq = doc.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+            raise BadEvent("control 'rollback' needs 'seq', the number of a kept snapshot (1 or more)")
+        return Control(event_id, action, seq=seq)
+    raise BadEvent(f"unknown control {action!r} (known: promote, rollback)")
+
+
+def decode(raw: bytes | None, max_bytes: int) -> Event | LateLabel | Control:
     """Validate one message value; raises BadEvent with the reason when it cannot be used."""
     if raw is None:
         raise BadEvent("empty message (no value)")
@@ -85,6 +114,8 @@ def decode(raw: bytes | None, max_bytes: int) -> Event | LateLabel:
         raise BadEvent("missing 'id'")
     if not isinstance(event_id, str) or not event_id:
         raise BadEvent("'id' must be a non-empty string")
+    if "control" in doc:
+        return _control(event_id, doc)
     y = doc.get("y")
     label = None if y is None else _label(y)
     ts = doc.get("ts")

@@ -141,6 +141,23 @@ def _upper_choice(allowed: tuple[str, ...]) -> Callable[[str, str], str]:
     return parse
 
 
+def _non_negative_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{PREFIX}{name}={raw!r} must be a finite number, 0 or more")
+    return value
+
+
+def _model_list(name: str, raw: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{PREFIX}{name}={raw!r} names a model twice")
+    return names
+
+
 def _setting(default: str, parse: Callable[[str, str], Any], doc: str) -> Any:
     return field(default=parse("", default), metadata={"raw_default": default, "parse": parse, "doc": doc})
 
@@ -191,6 +208,20 @@ class Settings:
     )
     drift_policy: str = _setting(
         "none", _drift_policy, "On a detected drift: none (count it) or reset (a new model, same parameters)."
+    )
+    challengers: tuple[str, ...] = _setting(
+        "", _model_list, "Comma-separated models (presets or import paths) scored beside the champion."
+    )
+    promote_after: int = _setting(
+        "0", _non_negative_int, "Promotion rule: compare the models over this many last labels (0: off)."
+    )
+    promote_margin: float = _setting(
+        "0.02",
+        _non_negative_float,
+        "Promotion rule: a challenger must lead by more than this (metric units).",
+    )
+    snapshots_kept: int = _setting(
+        "3", _positive_int, "Snapshots kept per partition, for recovery and rollback."
     )
     snapshot_every_events: int = _setting(
         "5000", _positive_int, "Snapshot a partition after this many events applied..."
@@ -250,6 +281,15 @@ class Settings:
                 f"{PREFIX}MAX_SNAPSHOT_BYTES ({self.max_snapshot_bytes}) must be below "
                 f"{PREFIX}KAFKA_MAX_MESSAGE_BYTES ({self.kafka_max_message_bytes}), which leaves room "
                 "for the record's framing"
+            )
+        if self.model in self.challengers:
+            raise ConfigError(
+                f"{PREFIX}CHALLENGERS names the champion {self.model!r} ({PREFIX}MODEL); "
+                "list only the other models"
+            )
+        if self.promote_after and not self.challengers:
+            raise ConfigError(
+                f"{PREFIX}PROMOTE_AFTER is set but {PREFIX}CHALLENGERS is empty: nothing to promote"
             )
         topics = [self.events_topic, self.predictions_topic, self.deadletter_topic]
         if len(set(topics)) != len(topics):

@@ -45,6 +45,7 @@ class Header:
     python: str
     payload_bytes: int
     payload_sha256: str
+    models: list[str] | None = None  # every contender, the champion first; None before challengers
 
 
 def encode(state: PartitionState, max_bytes: int) -> bytes:
@@ -61,6 +62,7 @@ def encode(state: PartitionState, max_bytes: int) -> bytes:
         "python": platform.python_version(),
         "payload_bytes": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "models": [state.model_name, *(n for n in state.names() if n != state.model_name)],
     }
     head = orjson.dumps(header)
     blob = b"".join((MAGIC, _LENGTH.pack(len(head)), head, payload))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+import uuid
+from collections.abc import Callable
 from importlib import resources
 from typing import Any, cast
 
@@ -21,12 +23,13 @@ from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 
 from streamapp import records
-from streamapp.agent import Learner, snapshot_key
+from streamapp.agent import Learner
 from streamapp.histogram import BUCKETS
 from streamapp.settings import Settings
 
 MAX_PROBES = 10_000
 PEER_TIMEOUT = aiohttp.ClientTimeout(total=5)
+APPLY_TIMEOUT = 30.0  # seconds a change request waits for its control event to be applied
 FORWARDED = "X-Streamapp-Forwarded"  # a forwarded request is answered locally, never forwarded again
 
 
@@ -69,8 +72,16 @@ class Peers:
             return answer.status, await answer.read(), answer.content_type
 
 
-def register(app: faust.App, learner: Learner, settings: Settings, changelog_topic: str, lag: Any) -> None:
-    """Add the views to `app`. `lag(partition)` gives the events not yet applied (or None)."""
+def register(
+    app: faust.App,
+    learner: Learner,
+    settings: Settings,
+    changelog_topic: str,
+    lag: Callable[[int], int | None],
+    source_topic: Callable[[int], str | None],
+) -> None:
+    """Add the views to `app`. `lag(partition)` gives the events not yet applied (or None);
+    `source_topic(partition)` the topic the partition's events are read from (or None)."""
     peers = Peers(app, changelog_topic)
     dashboard = resources.files("streamapp").joinpath("dashboard.html").read_text()
 
@@ -226,26 +237,119 @@ def register(app: faust.App, learner: Learner, settings: Settings, changelog_top
             )
             return json(detail)
 
+    @app.page("/models/{partition}/snapshots")
+    class Snapshots(View):
+        """The partition's kept snapshots (headers only): what a rollback can return to."""
+
+        async def get(self, request: Request, partition: str) -> Response:
+            p = await served_here(request, partition, "/models/{p}/snapshots")
+            if not isinstance(p, int):
+                return p
+            kept = [
+                {
+                    "seq": h.seq,
+                    "offset": h.offset,
+                    "created": h.created,
+                    "bytes": len(blob),
+                    "models": h.models,
+                }
+                for h, blob in learner.kept_snapshots(p)
+            ]
+            return json({"partition": p, "snapshots": kept})
+
     @app.page("/models/{partition}/snapshot")
     class Snapshot(View):
-        """The partition's latest snapshot as written (needs the token: it is the model itself)."""
+        """A kept snapshot as written, the newest or ?seq=N (needs the token: it is the model)."""
 
         async def get(self, request: Request, partition: str) -> Response:
             refused = unauthorized(request)
             if refused is not None:
                 return refused
-            p = await served_here(request, partition, "/models/{p}/snapshot")
+            seq = request.query.get("seq", "")
+            if seq and not seq.isdigit():
+                return error(400, f"seq must be a snapshot number, got {seq!r}")
+            p = await served_here(request, partition, "/models/{p}/snapshot" + (f"?seq={seq}" if seq else ""))
             if not isinstance(p, int):
                 return p
-            blob = learner.snapshots.get(snapshot_key(p))
-            if blob is None:
-                return error(404, f"partition {p} has no snapshot yet")
-            name = f"{settings.app_id}-p{p}-snapshot{learner.states[p].snapshot_seq}.bin"
+            kept = learner.kept_snapshots(p)
+            chosen = [(h, blob) for h, blob in kept if not seq or h.seq == int(seq)]
+            if not chosen:
+                return error(
+                    404, f"partition {p} keeps no snapshot {seq or ''} (kept: {[h.seq for h, _ in kept]})"
+                )
+            header, blob = chosen[0]
+            name = f"{settings.app_id}-p{p}-snapshot{header.seq}.bin"
             return self.bytes(
                 blob,
                 content_type="application/octet-stream",
                 headers={"Content-Disposition": f'attachment; filename="{name}"'},
             )
+
+    async def change(request: Request, partition: str, action: str) -> Response:
+        """Write a promotion or rollback into the partition's log and answer once it is applied.
+
+        Through the log, not straight into memory: replay after a crash or a move repeats the
+        change at the same place, so every prediction stays reproducible.
+        """
+        refused = unauthorized(request)
+        if refused is not None:
+            return refused
+        p = parse_partition(partition)
+        if not isinstance(p, int):
+            return p
+        body = await request.read()
+        forwarded = await at_owner(request, p, "POST", f"/models/{p}/{action}", body)
+        if forwarded is not None:
+            return forwarded
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            return error(400, 'the body must be a JSON object: {"model": "..."} or {"seq": N}')
+        fields = {"model": doc.get("model")} if action == "promote" else {"seq": doc.get("seq")}
+        value = records.encode({"id": f"control-{uuid.uuid4()}", "control": action, **fields})
+        try:
+            control = records.decode(value, settings.max_event_bytes)
+        except records.BadEvent as exc:
+            return error(400, str(exc))
+        assert isinstance(control, records.Control)
+        names = learner.states[p].names()
+        if action == "promote" and control.model not in names:
+            return error(404, f"partition {p} has no model {control.model!r} (models: {names})")
+        kept = [h.seq for h, _ in learner.kept_snapshots(p)]
+        if action == "rollback" and control.seq not in kept:
+            return error(404, f"partition {p} keeps no snapshot #{control.seq} (kept: {kept})")
+        topic = source_topic(p)
+        if topic is None:
+            return error(503, f"partition {p} is being moved; retry shortly")
+        written = await app.producer.send_and_wait(topic, None, value, p, None, None)
+        offset = written.offset
+        deadline = time.monotonic() + APPLY_TIMEOUT
+        state = learner.states.get(p)
+        while state is not None and state.offset < offset and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            state = learner.states.get(p)
+        done = [c for c in (state.changes if state is not None else ()) if c["offset"] == offset]
+        if state is None or not done:
+            answer = {"partition": p, "offset": offset, "outcome": "written, not applied yet"}
+            return json(answer, 202)
+        answer = {"partition": p, "offset": offset, "outcome": done[0]["outcome"], "model": state.version()}
+        return json(answer, 409 if done[0]["outcome"].startswith("refused") else 200)
+
+    @app.page("/models/{partition}/promote")
+    class Promote(View):
+        """Make another of the partition's models the champion: {"model": name} (token)."""
+
+        async def post(self, request: Request, partition: str) -> Response:
+            return await change(request, partition, "promote")
+
+    @app.page("/models/{partition}/rollback")
+    class Rollback(View):
+        """Return the partition's models to a kept snapshot: {"seq": N} (token)."""
+
+        async def post(self, request: Request, partition: str) -> Response:
+            return await change(request, partition, "rollback")
 
     async def score(request: Request, p: int, body: bytes) -> Response:
         """Body {"x": [{feature: value, ...}, ...]} -> {"predictions": [...], "model": ...}."""

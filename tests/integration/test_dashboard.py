@@ -17,7 +17,7 @@ SCREENSHOT = ROOT / "build" / "dashboard.png"
 def test_the_dashboard_shows_every_partition_and_moves_with_the_stream(tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is missing: `make test` installs it (tools/install_chromium.sh)"
-    env = unique_env(PARTITIONS, snapshot_every_events="500")
+    env = unique_env(PARTITIONS, snapshot_every_events="500", challengers="logistic_regression")
     producer = start_producer(env, events=9000, rate=300)
     errors: list[str] = []
     try:
@@ -44,6 +44,10 @@ def test_the_dashboard_shows_every_partition_and_moves_with_the_stream(tmp_path:
             for partition in range(PARTITIONS):
                 card = page.inner_text(f"#p{partition}")
                 assert "served" in card and "hoeffding_tree" in card, card
+                # Champion and challenger side by side: one row each, with their own numbers.
+                rows = page.locator(f"#p{partition} table.models tr").all_inner_texts()
+                assert len(rows) == 3 and rows[1].startswith("hoeffding_tree\tchampion"), rows
+                assert rows[2].startswith("logistic_regression\tchallenger"), rows
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             browser.close()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import pickle
 
+import orjson
 import pytest
+import river
 
 from streamapp import datasets, models, producer, snapshot
+from streamapp.agent import Learner, snapshot_key
+from streamapp.settings import Settings
 from streamapp.state import PartitionState, snapshot_spread
 from tests.unit.test_state import feed
 
@@ -72,3 +78,95 @@ def test_snapshot_intervals_are_spread_over_partitions_and_snapshots() -> None:
     first = sorted(snapshot_spread(p, 0) for p in range(8))
     assert min(b - a for a, b in itertools.pairwise(first)) > 0.03
     assert len({round(snapshot_spread(3, seq), 6) for seq in range(8)}) == 8
+
+
+def learner_over(table: dict[str, bytes], **settings: str) -> Learner:
+    """A learner whose snapshot table is `table` (only recovery and rollback are exercised)."""
+
+    async def nothing(*args: object) -> None:
+        return None
+
+    env = {f"STREAMAPP_{k.upper()}": v for k, v in settings.items()}
+    config = Settings.from_env(env)
+    spec = models.resolve(config.model)
+    challengers = models.resolve_challengers(config.challengers, spec)
+
+    def save(tp: object, key: str, blob: bytes) -> None:
+        table[key] = blob
+
+    return Learner(config, spec, challengers, table, save, nothing, nothing, nothing, nothing)  # type: ignore[arg-type]
+
+
+def test_the_last_k_snapshots_are_kept_and_recovery_takes_the_newest_that_decodes() -> None:
+    table: dict[str, bytes] = {}
+    learner = learner_over(table, snapshots_kept="3")
+    state = learner.new_state(0)
+    msgs = list(producer.messages(datasets.load("phishing", limit=500)))
+    for n in range(5):  # five snapshots, 100 events apart: the last three are kept
+        feed(state, msgs[n * 100 : (n + 1) * 100], start=n * 100)
+        table[snapshot_key(0, state.snapshot_seq + 1, 3)] = blob = snapshot.encode(state, 10_000_000)
+        state.snapshot_taken(len(blob), 0.0)
+    kept = learner.kept_snapshots(0)
+    assert [(h.seq, h.offset) for h, _ in kept] == [(5, 499), (4, 399), (3, 299)]
+
+    learner.states.clear()
+    restored, source = learner.state_for_recovery(0)
+    assert (source, restored.offset, restored.snapshot_seq) == ("snapshot", 499, 5)
+
+    newest = snapshot_key(0, 5, 3)
+    table[newest] = table[newest][:-10] + b"0123456789"  # damaged: the one before it is used
+    learner.states.clear()
+    restored, source = learner.state_for_recovery(0)
+    assert (source, restored.offset, restored.snapshot_seq) == ("snapshot", 399, 4)
+
+
+def test_a_snapshot_from_before_challengers_is_restored_and_joined_by_them() -> None:
+    """Snapshots pickled before champions and challengers held the model, metrics and drift
+    detector on the state itself; such a state is restored as the champion, and a challenger
+    configured since then joins at its offset."""
+    spec = models.resolve("hoeffding_tree")
+    state = PartitionState(0, spec, pending_max=10)
+    stream = list(producer.messages(datasets.load("phishing", limit=400), label_delay=5))
+    msgs, tail = stream[:601], stream[601:]
+    feed(state, msgs)
+    assert len(state.pending) == 5
+    champion = state.contenders[0]
+    legacy = state.__dict__
+    del legacy["contenders"]
+    legacy.update(
+        model=champion.model,
+        metrics=champion.metrics,
+        drift=champion.drift,
+        model_name="hoeffding_tree",
+        model_class="HoeffdingTreeClassifier",
+        model_resets=0,
+        _class_from_proba=True,
+    )
+    legacy["pending"] = type(state.pending)((k, (x, p[0])) for k, (x, p) in state.pending.items())
+    payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    header = orjson.dumps(
+        {
+            "format": snapshot.FORMAT,
+            "partition": 0,
+            "offset": state.offset,
+            "seq": 1,
+            "created": 0.0,
+            "model": "hoeffding_tree",
+            "river": river.__version__,
+            "python": "3.11",
+            "payload_bytes": len(payload),
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        }
+    )  # the header of that time: no "models"
+    blob = snapshot.MAGIC + len(header).to_bytes(4, "big") + header + payload
+    table = {"p0": blob}  # the one key of the old layout
+
+    learner = learner_over(table, challengers="naive_bayes")
+    restored, source = learner.state_for_recovery(0)
+    assert source == "snapshot"
+    assert restored.names() == ["hoeffding_tree", "naive_bayes"] and restored.model_name == "hoeffding_tree"
+    assert restored.metrics.values() == champion.metrics.values()
+    assert restored.contenders[1].learned == 0
+    feed(restored, tail, start=len(msgs))  # the late labels of the waiting events still apply
+    assert restored.labels_unknown == 0 and restored.labels_late == 400
+    assert restored.contenders[1].labels == restored.contenders[1].learned - 5  # 5 had no prediction

@@ -9,6 +9,7 @@ import pytest
 from river import datasets as river_datasets
 from river import drift
 from river import metrics as river_metrics
+from river import stream as river_stream
 
 from streamapp import datasets, models, producer, records
 from streamapp.records import Event
@@ -156,7 +157,100 @@ def test_the_reset_policy_equals_rivers_loop_that_replaces_the_model_on_drift() 
             model, resets = model.clone(), resets + 1
         model.learn_one(s.x, s.y)
 
-    assert state.model_resets == resets >= 1
+    assert state.champion.resets == resets >= 1
     assert state.metrics.values()["accuracy"] == pytest.approx(accuracy.get(), abs=1e-12)
     probes = [s.x for s in samples[-50:]]
     assert [state.model.predict_proba_one(x) for x in probes] == [model.predict_proba_one(x) for x in probes]
+
+
+def delayed_predictions(stream: list[tuple[dict[str, Any], Any]], build: Any, delay: int) -> list[Any]:
+    """River's own question-and-answer loop with labels `delay` events late."""
+    model, out = build(), []
+    for _, x, y in river_stream.simulate_qa(stream, moment=None, delay=delay):
+        if y is None:
+            out.append(model.predict_proba_one(x))
+        else:
+            model.learn_one(x, y)
+    return out
+
+
+def test_each_challenger_equals_river_for_that_model_alone() -> None:
+    """Three models on one partition, labels 25 events late: each model's metrics and
+    predictions are River's progressive validation of that model alone; the champion's are
+    emitted, the others ride along as shadow predictions."""
+    champion, *challengers = (
+        models.resolve(n) for n in ("hoeffding_tree", "logistic_regression", "naive_bayes")
+    )
+    state = PartitionState(0, champion, pending_max=1000, challengers=challengers)
+    shadows: list[dict[str, Any]] = []
+    for offset, (_, value) in enumerate(producer.messages(datasets.load("phishing"), label_delay=25)):
+        decoded = records.decode(value, 1 << 20)
+        if isinstance(decoded, Event):
+            applied = state.apply_event(decoded, offset)
+            assert applied.challengers is not None
+            shadows.append({"hoeffding_tree": applied.prediction, **applied.challengers})
+        else:
+            state.apply_label(decoded, offset)
+    stream = pairs("phishing", 1250)
+    summary = {m["name"]: m for m in state.summary(0.0)["models"]}
+    assert [m["role"] for m in state.summary(0.0)["models"]] == ["champion", "challenger", "challenger"]
+    for spec in (champion, *challengers):
+        expected = river_scores(stream, spec.build, ["rocauc", "accuracy", "f1", "logloss"], delay=25)
+        assert summary[spec.name]["metrics"] == pytest.approx(expected, abs=TOL), spec.name
+        assert summary[spec.name]["learned"] == 1250
+        assert [p[spec.name]["proba"] for p in shadows] == delayed_predictions(stream, spec.build, 25)
+    assert state.metrics.values() == summary["hoeffding_tree"]["metrics"]
+
+
+def test_the_promotion_rule_promotes_when_a_challenger_leads_by_the_margin_over_the_window() -> None:
+    """The rule's decision, recomputed with River's RollingROCAUC on each model's own
+    predictions: the first label at which the challenger leads the champion by more than the
+    margin over full windows is where the promotion happens, and predictions switch after it."""
+    window, margin = 200, 0.02
+    weak, strong = models.resolve("naive_bayes"), models.resolve("logistic_regression")
+    state = PartitionState(
+        0, weak, pending_max=0, challengers=[strong], promote_after=window, promote_margin=margin
+    )
+    stream = pairs("phishing", 1250)
+    emitted = [state.apply_event(Event(str(i), x, y, None), i).prediction for i, (x, y) in enumerate(stream)]
+
+    rolling = {n: river_metrics.RollingROCAUC(window_size=window) for n in ("weak", "strong")}
+    predicted = {
+        "weak": river_predictions(stream, weak.build, "rocauc"),
+        "strong": river_predictions(stream, strong.build, "rocauc"),
+    }
+    seen = {"weak": 0, "strong": 0}
+    promoted_at = None
+    for i, (_, y) in enumerate(stream):
+        for name in rolling:
+            if predicted[name][i]:
+                rolling[name].update(y, predicted[name][i])
+                seen[name] += 1
+        if (
+            i + 1 >= window
+            and min(seen.values()) >= window
+            and rolling["strong"].get() - rolling["weak"].get() > margin
+        ):
+            promoted_at = i
+            break
+    assert promoted_at is not None, "on phishing, logistic regression overtakes naive Bayes"
+    assert state.champion.name == "logistic_regression"
+    (change,) = state.changes
+    assert change["offset"] == promoted_at
+    assert change["outcome"] == "promoted 'logistic_regression' over 'naive_bayes'"
+    assert [p["proba"] for p in emitted] == predicted["weak"][: promoted_at + 1] + predicted["strong"][
+        promoted_at + 1 :
+    ]
+
+
+def test_a_requested_promotion_and_rollback_are_audited_and_unknown_models_refused() -> None:
+    champion, challenger = models.resolve("hoeffding_tree"), models.resolve("naive_bayes")
+    state = PartitionState(0, champion, pending_max=0, challengers=[challenger])
+    assert state.promote("srp", 0).startswith("refused: no model 'srp'")
+    assert state.promote("hoeffding_tree", 1) == "unchanged: 'hoeffding_tree' is already the champion"
+    assert state.promote("naive_bayes", 2) == "promoted 'naive_bayes' over 'hoeffding_tree'"
+    assert state.model_name == "naive_bayes" and state.version()["name"] == "naive_bayes"
+    other = PartitionState(0, champion, pending_max=0)
+    assert state.roll_back(other, 4, 3).startswith("refused: snapshot #4 holds models ['hoeffding_tree']")
+    assert [c["offset"] for c in state.changes] == [0, 1, 2, 3]
+    assert state.offset == 3 and state.rollbacks == 0

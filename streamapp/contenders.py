@@ -1,0 +1,149 @@
+"""The models of one partition: a champion whose predictions are emitted, and challengers that
+score and learn the same events in its shadow.
+
+Each contender keeps its own metrics and drift detector, fed exactly as if it ran alone, so its
+figures equal River's progressive validation of that model alone. Promotion only changes which
+one is emitted: by an authenticated request (an event in the partition's log) or by a rule over
+the last N labels, a deterministic function of the log, so replay reproduces both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from river import base, compose, metrics, utils
+
+from streamapp.drift import DriftMonitor
+from streamapp.metrics import PrequentialMetrics
+from streamapp.models import ModelSpec, describe
+from streamapp.records import Feature
+
+
+def _predicts_class_from_proba(model: base.Estimator) -> bool:
+    """True when predict_one is River's default argmax of predict_proba_one (saves a second pass)."""
+    last: Any = list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
+    return type(last).predict_one is base.Classifier.predict_one
+
+
+def rolling_metric(task: str, window: int) -> tuple[str, Any]:
+    """What the promotion rule compares over the last `window` labels, by task.
+
+    ROCAUC for binary and anomaly tasks (fraud is rare: accuracy would favour a model that never
+    alerts), accuracy for multiclass, MAE for regression.
+    """
+    if task in ("binary", "anomaly"):
+        return "rocauc", metrics.RollingROCAUC(window_size=window)
+    if task == "multiclass":
+        return "accuracy", utils.Rolling(metrics.Accuracy, window_size=window)
+    return "mae", utils.Rolling(metrics.MAE, window_size=window)
+
+
+class Contender:
+    """One model with its own metrics, drift detector and rolling metric for the promotion rule."""
+
+    def __init__(self, spec: ModelSpec, window: int) -> None:
+        self.name = spec.name
+        self.task = spec.task
+        self.model: Any = spec.build()
+        self.model_class = describe(self.model)
+        self.metrics = PrequentialMetrics(spec.task)
+        self.drift = DriftMonitor(spec.task)
+        self.learned = 0
+        self.resets = 0
+        self.labels = 0
+        self.rolling_name, self.in_window = "", 0
+        self.rolling: Any = None
+        self.watch(window)
+        self.class_from_proba = spec.task in ("binary", "multiclass") and _predicts_class_from_proba(
+            self.model
+        )
+
+    def watch(self, window: int) -> None:
+        """Track the promotion rule's metric over the last `window` labels (0: not at all); a
+        changed window starts afresh."""
+        if window != (self.rolling.window_size if self.rolling is not None else 0):
+            self.rolling_name, self.rolling = rolling_metric(self.task, window) if window else ("", None)
+            self.in_window = 0
+
+    @classmethod
+    def adopt(
+        cls, spec: ModelSpec, model: Any, scores: PrequentialMetrics, drift: DriftMonitor, learned: int
+    ) -> Contender:
+        """A contender around the parts of a state pickled before champions and challengers."""
+        contender = cls(spec, 0)
+        contender.model, contender.metrics, contender.drift = model, scores, drift
+        contender.model_class = describe(model)
+        contender.learned = learned
+        return contender
+
+    def predict(self, x: dict[str, Feature]) -> dict[str, Any]:
+        """Score without learning: {'class', 'proba'} | {'value'} | {'score'} by task."""
+        model = self.model
+        if self.task in ("binary", "multiclass"):
+            proba = model.predict_proba_one(x)
+            if self.class_from_proba:
+                label = max(proba, key=proba.get) if proba else None
+            else:
+                label = model.predict_one(x)
+            return {"class": label, "proba": proba}
+        if self.task == "regression":
+            return {"value": model.predict_one(x)}
+        return {"score": model.score_one(x)}
+
+    def learn(self, x: dict[str, Feature], y: Any) -> None:
+        if self.task == "anomaly":
+            self.model.learn_one(x)
+        else:
+            self.model.learn_one(x, y)
+        self.learned += 1
+
+    def score(self, y_true: Any, prediction: dict[str, Any], offset: int, reset_on_drift: bool) -> bool:
+        """A label meets this model's prediction: metrics, drift and the rolling metric see it.
+
+        True when it completed a drift detection. With `reset_on_drift` the model is replaced by
+        a fresh clone (River's idiom), which then learns the event that completed the detection.
+        """
+        self.metrics.update(y_true, prediction)
+        self.labels += 1
+        if self.rolling is not None:
+            y_pred = prediction.get(self.rolling_feed)
+            if y_pred is not None and y_pred != {}:
+                self.rolling.update(y_true, y_pred)
+                self.in_window += 1
+        if not self.drift.update(y_true, prediction, offset):
+            return False
+        if reset_on_drift:
+            self.model = self.model.clone()
+            self.resets += 1
+        return True
+
+    @property
+    def rolling_feed(self) -> str:
+        return {"binary": "proba", "anomaly": "score", "multiclass": "class"}.get(self.task, "value")
+
+    def rolling_value(self) -> float | None:
+        return None if self.rolling is None else float(self.rolling.get())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model_class": self.model_class,
+            "learned": self.learned,
+            "labels": self.labels,
+            "metrics": self.metrics.values(),
+            "rolling": {self.rolling_name: self.rolling_value()} if self.rolling is not None else None,
+            "drift": {**self.drift.summary(), "model_resets": self.resets},
+        }
+
+
+def better_by(challenger: Contender, champion: Contender, margin: float) -> float | None:
+    """How much better the challenger's rolling metric is than the champion's, when by more than
+    `margin` (in the metric's units); None otherwise or while either window is not full."""
+    if challenger.rolling is None or champion.rolling is None:
+        return None
+    if min(challenger.in_window, champion.in_window) < challenger.rolling.window_size:
+        return None
+    ours, theirs = challenger.rolling_value(), champion.rolling_value()
+    assert ours is not None and theirs is not None
+    gain = ours - theirs if champion.rolling.bigger_is_better else theirs - ours
+    return gain if gain > margin else None
