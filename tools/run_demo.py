@@ -54,6 +54,9 @@ def _status(ports: list[int], last: tuple[float, int]) -> tuple[float, int]:
 
 def main() -> int:
     workers = int(os.environ.get("WORKERS", "1"))
+    # The demo shows a challenger beside the champion unless told otherwise (empty: none).
+    if "STREAMAPP_MODEL" not in os.environ:
+        os.environ.setdefault("STREAMAPP_CHALLENGERS", "logistic_regression")
     rate = os.environ.get("RATE", "200")
     started_kafka = not _kafka_running()
     if started_kafka and subprocess.run([KAFKA, "up"]).returncode != 0:
