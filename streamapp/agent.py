@@ -140,6 +140,7 @@ class Learner:
             settings.promote_margin,
         )
         state.drift_policy = settings.drift_policy
+        state.pending_max_age = settings.pending_labels_max_age
         return state
 
     def kept_snapshots(self, partition: int) -> list[tuple[snapshot.Header, bytes]]:
@@ -165,6 +166,7 @@ class Learner:
         state.restored(header.seq, header.offset, len(blob), header.created, self.spec)
         state.align((self.spec, *self.challengers), self.settings.promote_after, self.settings.promote_margin)
         state.pending_max = self.settings.pending_labels_max
+        state.pending_max_age = self.settings.pending_labels_max_age
         state.drift_policy = self.settings.drift_policy
         return state
 
@@ -236,7 +238,7 @@ class Learner:
             await self._dead_letter(state, tp, record, str(exc))
         else:
             if isinstance(decoded, LateLabel):
-                state.apply_label(decoded, offset)
+                state.apply_label(decoded, offset, record.timestamp / 1000)
             elif isinstance(decoded, Control):
                 rollbacks = state.rollbacks
                 self.apply_control(state, decoded, offset)
@@ -246,7 +248,7 @@ class Learner:
                     return
             else:
                 try:
-                    applied = state.apply_event(decoded, offset)
+                    applied = state.apply_event(decoded, offset, record.timestamp / 1000)
                 except Exception as exc:  # the model refused these features: a dead letter too
                     reason = f"model error: {type(exc).__name__}: {exc}"
                     await self._dead_letter(state, tp, record, reason)

@@ -32,6 +32,8 @@ COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
     ("streamapp_deadletters", "Events sent to the dead-letter topic.", lambda s: s.deadletters),
     ("streamapp_labels_late", "Late labels matched to a waiting event.", lambda s: s.labels_late),
     ("streamapp_labels_unknown", "Late labels of an unknown or expired id.", lambda s: s.labels_unknown),
+    ("streamapp_pending_evicted", "Unlabelled events dropped (count limit).", lambda s: s.pending_evicted),
+    ("streamapp_pending_expired", "Unlabelled events dropped (age limit).", lambda s: s.pending_expired),
     ("streamapp_gaps", "Offsets that arrived out of order and were fetched again.", lambda s: s.gaps),
     ("streamapp_events_replayed", "Events scored again after a recovery.", lambda s: s.events_replayed),
     (

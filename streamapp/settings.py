@@ -241,6 +241,11 @@ class Settings:
     pending_labels_max: int = _setting(
         "100000", _non_negative_int, "Events per partition kept waiting for a late label."
     )
+    pending_labels_max_age: float = _setting(
+        "2592000",
+        _non_negative_float,
+        "Seconds (of record time) an event waits for its label (30 days); 0: no limit.",
+    )
     datadir: str = _setting("data/worker", _text, "Worker data directory (RocksDB); one per worker.")
     web_bind: str = _setting("127.0.0.1", _text, "Address the web server binds to.")
     web_host: str = _setting("127.0.0.1", _text, "Host other workers use to reach this one's web views.")

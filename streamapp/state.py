@@ -36,6 +36,9 @@ class Applied:
 
 #: per contender, the prediction it made for an event (None: it joined the partition later)
 Predictions = Sequence[dict[str, Any] | None]
+#: an event waiting for its label: features (None for anomaly models, which learned them),
+#: predictions, and the record time (seconds) it arrived at
+Waiting = tuple[dict[str, Feature] | None, Predictions, float]
 KEEP_CHANGES = 20  # promotions and rollbacks kept in the partition's audit trail
 
 
@@ -74,6 +77,8 @@ class PartitionState:
     labels_since_promotion = 0
     rollbacks = 0
     changes: Sequence[dict[str, Any]] = ()  # the last promotions and rollbacks, oldest first
+    pending_max_age = 0.0  # seconds of record time an event waits for its label; 0: no limit
+    pending_expired = 0
 
     def __init__(
         self,
@@ -91,8 +96,8 @@ class PartitionState:
         #: the champion first (until a promotion), then the challengers, in configured order
         self.contenders = [Contender(s, promote_after) for s in (spec, *challengers)]
         self.pending_max = pending_max
-        #: features and predictions of events still waiting for their label, oldest first
-        self.pending: OrderedDict[str, tuple[dict[str, Feature] | None, Predictions]] = OrderedDict()
+        #: features, predictions and record time of events waiting for their label, oldest first
+        self.pending: OrderedDict[str, Waiting] = OrderedDict()
         self.offset = -1  # last source offset applied; -1 before the first event
         self.events_seen = 0
         self.events_learned = 0
@@ -157,8 +162,8 @@ class PartitionState:
         for name in set(have) - {s.name for s in specs}:
             log.warning("partition %d: model %r is no longer configured, dropped", self.partition, name)
         order = [have[c.name][0] if c.name in have else None for c in kept]
-        for event_id, (x, predictions) in self.pending.items():
-            self.pending[event_id] = (x, [None if i is None else predictions[i] for i in order])
+        for event_id, (x, predictions, at) in self.pending.items():
+            self.pending[event_id] = (x, [None if i is None else predictions[i] for i in order], at)
         self.contenders = kept
         names = self.names()
         self.champion_index = names.index(champion) if champion in names else 0
@@ -212,9 +217,10 @@ class PartitionState:
         """The champion's score without learning: {'class', 'proba'} | {'value'} | {'score'}."""
         return self.champion.predict(x)
 
-    def apply_event(self, event: Event, offset: int) -> Applied:
+    def apply_event(self, event: Event, offset: int, at: float = 0.0) -> Applied:
         """Every model predicts, then learns if the label came along (anomaly models learn every
-        event); the champion's prediction is the one emitted."""
+        event); the champion's prediction is the one emitted. `at`: the record's time (seconds),
+        which ages the events waiting for labels (record time, so that replay ages them alike)."""
         contenders = self.contenders
         champion = self.champion_index  # a promotion while scoring applies from the next event
         t0 = time.perf_counter()
@@ -231,14 +237,14 @@ class PartitionState:
             if event.y is not None:
                 self._score(event.y, predictions, offset)
             elif self.pending_max:
-                self._wait_for_label(event.id, None, predictions)
+                self._wait_for_label(event.id, None, predictions, at)
         elif event.y is not None:
             self._score(event.y, predictions, offset)
             for contender in self.contenders:  # a drift reset may just have replaced a model
                 contender.learn(event.x, event.y)
             learned = True
         elif self.pending_max:
-            self._wait_for_label(event.id, event.x, predictions)
+            self._wait_for_label(event.id, event.x, predictions, at)
         t2 = time.perf_counter()
         self.events_seen += 1
         self.events_learned += learned
@@ -252,18 +258,20 @@ class PartitionState:
             }
         return Applied(predictions[champion], learned, t1 - t0, t2 - t1, shadows)
 
-    def apply_label(self, label: LateLabel, offset: int) -> bool:
+    def apply_label(self, label: LateLabel, offset: int, at: float = 0.0) -> bool:
         """Learn from a late label with the features and predictions kept at scoring time.
 
         This is River's progressive validation with delay: the metrics see the predictions made
-        before the label was known. A label for an id that is not waiting is only counted.
+        before the label was known. A label for an id that is not waiting (unknown, evicted or
+        expired) is only counted.
         """
+        self._expire(at)
         entry = self.pending.pop(label.id, None)
         self.advance(offset)
         if entry is None:
             self.labels_unknown += 1
             return False
-        x, predictions = entry
+        x, predictions, _ = entry
         self._score(label.y, predictions, offset)
         if x is not None:
             for contender in self.contenders:
@@ -365,12 +373,24 @@ class PartitionState:
         self._audit(request_record(offset, request, outcome))
         return outcome
 
-    def _wait_for_label(self, event_id: str, x: dict[str, Feature] | None, predictions: Predictions) -> None:
-        self.pending[event_id] = (x, predictions)
+    def _wait_for_label(
+        self, event_id: str, x: dict[str, Feature] | None, predictions: Predictions, at: float
+    ) -> None:
+        self._expire(at)
+        self.pending[event_id] = (x, predictions, at)
         self.pending.move_to_end(event_id)
         while len(self.pending) > self.pending_max:
             self.pending.popitem(last=False)
             self.pending_evicted += 1
+
+    def _expire(self, now: float) -> None:
+        """Drop the events that waited longer than pending_max_age (oldest first)."""
+        if not self.pending_max_age or not self.pending:
+            return
+        horizon = now - self.pending_max_age
+        while self.pending and next(iter(self.pending.values()))[2] < horizon:
+            self.pending.popitem(last=False)
+            self.pending_expired += 1
 
     # -- snapshots -------------------------------------------------------------------------------
 
@@ -419,8 +439,8 @@ class PartitionState:
             self.contenders[0].name = parts.pop("model_name")
             parts.pop("model_class", None)
             parts.pop("_class_from_proba", None)
-            for event_id, (x, prediction) in self.pending.items():
-                self.pending[event_id] = (x, [cast(dict[str, Any], prediction)])
+            for event_id, (x, prediction) in cast(dict[str, Any], self.pending).items():
+                self.pending[event_id] = (x, [prediction], created)  # waiting since the snapshot
         self.reseeked_at = 0.0  # a monotonic time of the process that wrote the snapshot
         self.reseeks_without_progress = 0
 
@@ -449,6 +469,7 @@ class PartitionState:
             "labels_unknown": self.labels_unknown,
             "pending_labels": len(self.pending),
             "pending_evicted": self.pending_evicted,
+            "pending_expired": self.pending_expired,
             "deadletters": self.deadletters,
             "gaps": self.gaps,
             "replays_skipped": self.replays_skipped,

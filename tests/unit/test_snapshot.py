@@ -142,7 +142,7 @@ def test_a_snapshot_from_before_challengers_is_restored_and_joined_by_them() -> 
         model_resets=0,
         _class_from_proba=True,
     )
-    legacy["pending"] = type(state.pending)((k, (x, p[0])) for k, (x, p) in state.pending.items())
+    legacy["pending"] = type(state.pending)((k, (x, p[0])) for k, (x, p, _) in state.pending.items())
     payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     header = orjson.dumps(
         {

@@ -117,6 +117,21 @@ def test_waiting_events_are_bounded_and_unknown_labels_counted() -> None:
     assert state.labels_late == 3
 
 
+def test_waiting_events_expire_by_record_time_and_their_late_labels_are_counted() -> None:
+    """The age limit is in record time (the Kafka timestamps of the log), so replay expires the
+    same events as the first pass did."""
+    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=100)
+    state.pending_max_age = 60.0
+    x = {"amount": 1.0}
+    for offset, (event_id, at) in enumerate([("a", 0.0), ("b", 30.0), ("c", 85.0)]):
+        state.apply_event(Event(event_id, x, None, None), offset, at)
+    assert list(state.pending) == ["b", "c"] and state.pending_expired == 1  # a waited 85 s, b 55 s
+    assert not state.apply_label(records.LateLabel("b", True), 3, 100.0)  # b waited 70 s: gone
+    assert state.apply_label(records.LateLabel("c", True), 4, 140.0)  # c waited 55 s
+    assert (state.pending_expired, state.labels_unknown, state.labels_late) == (2, 1, 1)
+    assert state.summary(0.0)["pending_expired"] == 2
+
+
 def test_drift_detections_equal_adwin_on_rivers_own_error_stream() -> None:
     """SEA with an abrupt concept change at 50,000: the partition's ADWIN fires where River's
     ADWIN, fed the errors of River's own progressive loop, fires."""
