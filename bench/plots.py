@@ -65,11 +65,14 @@ def latency(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def soak(samples: list[tuple[float, float]], path: Path) -> None:
+def soak(samples: list[tuple[float, float, float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([t / 60 for t, _ in samples], [m for _, m in samples])
+    minutes = [t / 60 for t, _, _ in samples]
+    ax.plot(minutes, [rss for _, rss, _ in samples], label="worker RSS")
+    ax.plot(minutes, [models for _, _, models in samples], label="models (River's estimate)")
+    ax.legend()
     ax.set_xlabel("minutes")
-    ax.set_ylabel("worker RSS (MB)")
+    ax.set_ylabel("MB")
     ax.set_ylim(bottom=0)
     ax.set_title("Soak at 70% of the maximum rate")
     fig.tight_layout()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from bench import measure, plots
+from bench import measure, plots, soak
 from bench.failover import measure_failover
 from streamapp import datasets, models, producer
 from streamapp.records import Event
@@ -140,47 +140,6 @@ def latency(model: str, rate: float, seconds: float) -> measure.Timings:
     return measure.timings(settings.predictions_topic, settings.events_topic, PARTITIONS)
 
 
-def soak(model: str, rate: float, seconds: float) -> list[tuple[float, float]]:
-    """(seconds, worker RSS in MB) every 10 s while one worker takes `rate` events/s."""
-    env = unique_env(PARTITIONS, model=model)
-    samples: list[tuple[float, float]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        worker = Worker(env, Path(tmp) / "w1").start()
-        feeder = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamapp",
-                "produce",
-                "--rate",
-                str(rate),
-                "--limit",
-                str(int(rate * seconds)),
-                "--quiet",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-        )
-        start = time.monotonic()
-        try:
-            while feeder.poll() is None:
-                assert worker.proc is not None
-                samples.append((time.monotonic() - start, current_rss_mb(worker.proc.pid)))
-                print(f"  soak {samples[-1][0]:6.0f} s: worker RSS {samples[-1][1]:.0f} MB", flush=True)
-                time.sleep(10)
-        finally:
-            feeder.kill()
-            worker.stop()
-    return samples
-
-
-def current_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def machine() -> str:
     cpu = next(
         (
@@ -236,12 +195,12 @@ def main() -> None:
                 flush=True,
             )
     failover = {} if args.quick else {sig: measure_failover(sig) for sig in ("KILL", "TERM")}
-    soaked = []
+    soak_lines: list[str] = []
     if args.soak:
         seconds = parse_duration(args.soak)
         rate = 0.7 * results["hoeffding_tree"].throughput["streamapp 1 worker"]
-        soaked = soak("hoeffding_tree", rate, seconds)
-    report = write_results(results, failover, soaked, sizes, args.quick)
+        soak_lines = soak.report(soak.soak("hoeffding_tree", rate, seconds), "hoeffding_tree", rate)
+    report = write_results(results, failover, soak_lines, sizes, args.quick)
     print(report)
     print(f"bench finished in {(time.monotonic() - started) / 60:.1f} min; see bench/RESULTS.md")
 
@@ -256,7 +215,7 @@ def parse_duration(text: str) -> float:
 def write_results(
     results: dict[str, Result],
     failover: dict[str, tuple[int, float, float]],
-    soaked: list[tuple[float, float]],
+    soak_lines: list[str],
     sizes: dict[str, int],
     quick: bool,
 ) -> str:
@@ -334,21 +293,11 @@ def write_results(
         ]
         for sig, (moved, owned, serving) in failover.items():
             sections.append(f"| SIG{sig} | {moved} | {owned:.1f} s | {serving:.1f} s |")
-    if soaked:
-        first, last = soaked[0][1], soaked[-1][1]
-        sections += [
-            "",
-            "## Soak (one worker, Hoeffding tree, 70% of the maximum)",
-            "",
-            f"Worker RSS from {first:.0f} MB to {last:.0f} MB over {soaked[-1][0] / 60:.0f} min.",
-            "",
-            "![soak](soak.png)",
-        ]
+    if soak_lines:
+        sections += ["", *soak_lines]
     (OUT / "RESULTS.md").write_text("\n".join(sections) + "\n")
     plots.throughput(results, names, OUT / "throughput.png")
     plots.latency(results, OUT / "latency.png")
-    if soaked:
-        plots.soak(soaked, OUT / "soak.png")
     return table
 
 
