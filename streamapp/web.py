@@ -58,7 +58,13 @@ class Peers:
         return owners
 
     async def ask(
-        self, url: str, method: str, path: str, body: bytes | None = None, auth: str | None = None
+        self,
+        url: str,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        auth: str | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, bytes, str]:
         """(status, body, content type) of another worker's answer; raises on no answer."""
         session: aiohttp.ClientSession = self.app.http_client
@@ -67,7 +73,8 @@ class Peers:
             headers["Authorization"] = auth
         if body is not None:
             headers["Content-Type"] = "application/json"
-        request = session.request(method, url + path, data=body, headers=headers, timeout=PEER_TIMEOUT)
+        limit = PEER_TIMEOUT if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        request = session.request(method, url + path, data=body, headers=headers, timeout=limit)
         async with request as answer:
             return answer.status, await answer.read(), answer.content_type
 
@@ -137,7 +144,12 @@ def register(
         return None
 
     async def at_owner(
-        request: Request, partition: int, method: str, path: str, body: bytes | None = None
+        request: Request,
+        partition: int,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        timeout: float | None = None,
     ) -> Response | None:
         """None when this worker serves `partition`; else the owner's answer, or why there is none."""
         if partition in learner.states:
@@ -149,7 +161,7 @@ def register(
             return error(503, f"partition {partition} has no owner right now (rebalancing); retry shortly")
         try:
             auth = request.headers.get("Authorization")
-            status, content, content_type = await peers.ask(owner, method, path, body, auth)
+            status, content, content_type = await peers.ask(owner, method, path, body, auth, timeout)
         except (TimeoutError, aiohttp.ClientError) as exc:
             return error(503, f"partition {partition}: its owner {owner} does not answer ({exc!r})")
         return app.web.bytes(content, content_type=content_type, status=status)
@@ -298,7 +310,8 @@ def register(
         if not isinstance(p, int):
             return p
         body = await request.read()
-        forwarded = await at_owner(request, p, "POST", f"/models/{p}/{action}", body)
+        # The owner answers once the change is applied: wait as long as it may.
+        forwarded = await at_owner(request, p, "POST", f"/models/{p}/{action}", body, APPLY_TIMEOUT + 5)
         if forwarded is not None:
             return forwarded
         try:
@@ -350,6 +363,46 @@ def register(
 
         async def post(self, request: Request, partition: str) -> Response:
             return await change(request, partition, "rollback")
+
+    @app.page("/promote")
+    class PromoteEverywhere(View):
+        """Promote a model on every partition: {"model": name} (token). Each partition's owner
+        writes its own control event; the answer has each partition's outcome."""
+
+        async def post(self, request: Request) -> Response:
+            refused = unauthorized(request)
+            if refused is not None:
+                return refused
+            body = await request.read()
+            owners = peers.owners()
+            missing = sorted(set(range(settings.partitions)) - set(owners))
+            if missing:
+                return error(
+                    503, f"partitions {missing} have no owner right now (rebalancing); retry shortly"
+                )
+            auth = request.headers.get("Authorization")
+
+            async def one(partition: int) -> dict[str, Any]:
+                try:
+                    status, content, _ = await peers.ask(
+                        owners[partition],
+                        "POST",
+                        f"/models/{partition}/promote",
+                        body,
+                        auth,
+                        APPLY_TIMEOUT + 5,
+                    )
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    return {
+                        "partition": partition,
+                        "status": 503,
+                        "error": f"owner does not answer ({exc!r})",
+                    }
+                return {"partition": partition, "status": status, **orjson.loads(content)}
+
+            answers = await asyncio.gather(*(one(p) for p in range(settings.partitions)))
+            worst = max(a["status"] for a in answers)
+            return json({"partitions": answers}, 200 if worst == 200 else 207)
 
     async def score(request: Request, p: int, body: bytes) -> Response:
         """Body {"x": [{feature: value, ...}, ...]} -> {"predictions": [...], "model": ...}."""

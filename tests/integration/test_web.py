@@ -59,7 +59,13 @@ def url(worker: Worker) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Any:
-    env = unique_env(PARTITIONS, api_token=TOKEN, session_timeout="6", snapshot_every_events="100")
+    env = unique_env(
+        PARTITIONS,
+        api_token=TOKEN,
+        session_timeout="6",
+        snapshot_every_events="100",
+        challengers="naive_bayes",
+    )
     c = Cluster(env, tmp_path)
     for name in ("w1", "w2", "w3"):
         c.start(name)
@@ -217,3 +223,22 @@ def test_a_dead_owner_s_partitions_are_reported_unavailable_then_served_again(cl
         return all(p["status"] == "served" and p["owner"] in survivors for p in partitions)
 
     wait_for("the survivors to serve every partition", served_by_survivors, 90, cluster.logs)
+
+
+def test_a_model_is_promoted_on_every_partition_from_any_worker(cluster: Cluster) -> None:
+    """One request to one worker: each partition's owner writes and applies its own control
+    event, and the answer gives every partition's outcome."""
+    w1 = cluster.workers["w1"]
+    body = json.dumps({"model": "naive_bayes"}).encode()
+    assert call(w1, "POST", "/promote", body)[0] == 401
+    status, answer = call(w1, "POST", "/promote", body, token=TOKEN)
+    assert status == 200, answer
+    outcomes = {a["partition"]: a["outcome"] for a in json.loads(answer)["partitions"]}
+    assert outcomes == {p: "promoted 'naive_bayes' over 'hoeffding_tree'" for p in range(PARTITIONS)}
+    served = cluster.served()
+    assert {w.datadir.name for _, w in served.values()} == {"w1", "w2", "w3"}
+    for partition, (state, _) in served.items():
+        assert state["model"] == "naive_bayes", partition
+        assert [c["request"] for c in state["changes"]] == ["promote naive_bayes"]
+    status, answer = call(w1, "POST", "/promote", json.dumps({"model": "srp"}).encode(), token=TOKEN)
+    assert status == 207 and {a["status"] for a in json.loads(answer)["partitions"]} == {404}
