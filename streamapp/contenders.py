@@ -100,8 +100,9 @@ class Contender:
     def score(self, y_true: Any, prediction: dict[str, Any], offset: int, reset_on_drift: bool) -> bool:
         """A label meets this model's prediction: metrics, drift and the rolling metric see it.
 
-        True when it completed a drift detection. With `reset_on_drift` the model is replaced by
-        a fresh clone (River's idiom), which then learns the event that completed the detection.
+        True when it completed a drift detection. With `reset_on_drift` a rise of the error
+        replaces the model by a fresh clone (River's idiom), which then learns the event that
+        completed the detection; a fall (the model improved) keeps it.
         """
         self.metrics.update(y_true, prediction)
         self.labels += 1
@@ -112,7 +113,7 @@ class Contender:
                 self.in_window += 1
         if not self.drift.update(y_true, prediction, offset):
             return False
-        if reset_on_drift:
+        if reset_on_drift and self.drift.rose:
             self.model = self.model.clone()
             self.resets += 1
         return True

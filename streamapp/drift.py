@@ -4,6 +4,10 @@ The detector sees what the prequential metrics see, at the same moment (inline o
 for classification 1 when the predicted class was wrong, else 0; for regression the absolute
 error. Anomaly scores have no error to watch. Detections are counted and the last few kept with
 their offset, so a detection can be found again in the partition's log.
+
+ADWIN flags a change of the error's mean either way. A fall is a model that learned (a young
+tree's error drops in steps): replacing it then would throw good learning away, so each detection
+records its direction, and the reset policy acts on rises only.
 """
 
 from __future__ import annotations
@@ -19,11 +23,15 @@ KEEP = 10  # detections kept with their offset and time
 class DriftMonitor:
     """One partition's drift detector; pickled with the partition state, so replay is exact."""
 
+    rises = 0  # class-level too: monitors pickled before directions were kept lack them
+    rose = False
+
     def __init__(self, task: str) -> None:
         self.task = task
         self.detector = drift.ADWIN()
         self.detections = 0
-        self.recent: list[tuple[int, float]] = []  # (offset, wall clock), newest last
+        self.recent: list[tuple[int, float, str]] = []  # (offset, wall clock, "rise"/"fall")
+        self.rose = False  # the last detection was a rise of the error
 
     def error(self, y_true: Any, prediction: dict[str, Any]) -> float | None:
         if self.task in ("binary", "multiclass"):
@@ -33,21 +41,30 @@ class DriftMonitor:
         return None
 
     def update(self, y_true: Any, prediction: dict[str, Any], offset: int) -> bool:
-        """Feed one labelled prediction; True when this one completes a detection."""
+        """Feed one labelled prediction; True when this one completes a detection (then `rose`
+        says whether the error went up: ADWIN dropped the older part of its window, so the mean
+        of what remains is above the mean before exactly when the recent errors are higher)."""
         error = self.error(y_true, prediction)
         if error is None:
             return False
+        before = self.detector.estimation
         self.detector.update(error)
         if not self.detector.drift_detected:
             return False
+        self.rose = self.detector.estimation > before
         self.detections += 1
-        self.recent = [*self.recent[-(KEEP - 1) :], (offset, time.time())]
+        self.rises += self.rose
+        self.recent = [*self.recent[-(KEEP - 1) :], (offset, time.time(), "rise" if self.rose else "fall")]
         return True
 
     def summary(self) -> dict[str, Any]:
         return {
             "detector": "ADWIN",
             "detections": self.detections,
-            "recent": [{"offset": offset, "time": at} for offset, at in self.recent],
+            "rises": self.rises,
+            # entries from before directions were kept have none
+            "recent": [
+                dict(zip(("offset", "time", "direction"), entry, strict=False)) for entry in self.recent
+            ],
             "error_mean": self.detector.estimation,  # over ADWIN's current window
         }

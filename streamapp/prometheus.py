@@ -43,6 +43,7 @@ COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
     ),
     ("streamapp_snapshot_errors", "Snapshots that could not be written.", lambda s: s.snapshot_errors),
     ("streamapp_drifts", "Drifts ADWIN detected on the champion's errors.", lambda s: s.drift.detections),
+    ("streamapp_drift_rises", "Drifts where the champion's error rose.", lambda s: s.drift.rises),
     ("streamapp_rollbacks", "Rollbacks of the partition's models to a kept snapshot.", lambda s: s.rollbacks),
 )  # fmt: skip
 

@@ -295,12 +295,14 @@ class PartitionState:
             self._promote_by_rule(offset)
 
     def _drifted(self, contender: Contender, offset: int, reset: bool) -> None:
+        rose = contender.drift.rose
         log.warning(
-            "partition %d: DRIFT detected at offset %d (ADWIN, model %r)%s",
+            "partition %d: DRIFT detected at offset %d (ADWIN, model %r, error %s)%s",
             self.partition,
             offset,
             contender.name,
-            ": model reset" if reset else "",
+            "rose" if rose else "fell",
+            ": model reset" if reset and rose else "",
         )
 
     def _promote_by_rule(self, offset: int) -> None:

@@ -143,18 +143,22 @@ def test_drift_detections_equal_adwin_on_rivers_own_error_stream() -> None:
 
     model, adwin, expected = spec.build(), drift.ADWIN(), []
     for offset, s in enumerate(samples):
+        before = adwin.estimation
         adwin.update(float(model.predict_one(s.x) != s.y))
         if adwin.drift_detected:
-            expected.append(offset)
+            expected.append((offset, "rise" if adwin.estimation > before else "fall"))
         model.learn_one(s.x, s.y)
 
-    assert any(offset >= 50_000 for offset in expected), "River sees the concept change"
+    # The tree's learning curve is detected too (the error fell); the concept change is a rise.
+    assert [d for o, d in expected if o < 50_000] == ["fall", "fall"]
+    assert expected[2][1] == "rise" and expected[2][0] >= 50_000
     assert state.drift.detections == len(expected)
-    assert [offset for offset, _ in state.drift.recent] == expected[-10:]
+    assert state.drift.rises == sum(d == "rise" for _, d in expected)
+    assert [(offset, direction) for offset, _, direction in state.drift.recent] == expected[-10:]
     assert state.summary(0.0)["drift"]["detections"] == len(expected)
 
 
-def test_the_reset_policy_equals_rivers_loop_that_replaces_the_model_on_drift() -> None:
+def test_the_reset_policy_equals_rivers_loop_that_replaces_the_model_when_the_error_rises() -> None:
     samples = list(datasets.load("sea", limit=60_000))
     spec = models.resolve("hoeffding_tree")
     state = PartitionState(0, spec, pending_max=0)
@@ -167,8 +171,9 @@ def test_the_reset_policy_equals_rivers_loop_that_replaces_the_model_on_drift() 
         y_pred = model.predict_one(s.x)
         if y_pred is not None:  # as progressive_val_score: a fresh model's first guess is skipped
             accuracy.update(s.y, y_pred)
+        before = adwin.estimation
         adwin.update(float(y_pred != s.y))
-        if adwin.drift_detected:
+        if adwin.drift_detected and adwin.estimation > before:  # only when the error rose
             model, resets = model.clone(), resets + 1
         model.learn_one(s.x, s.y)
 
