@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import orjson
 import pytest
 from river import datasets as river_datasets
 from river import drift
@@ -14,7 +15,7 @@ from river import stream as river_stream
 from streamapp import datasets, models, producer, records
 from streamapp.records import Event
 from streamapp.state import PartitionState
-from tests.oracle import river_predictions, river_scores
+from tests.oracle import river_on_log, river_predictions, river_scores
 
 TOL = 1e-9
 
@@ -274,3 +275,16 @@ def test_a_requested_promotion_and_rollback_are_audited_and_unknown_models_refus
     assert state.roll_back(other, 4, 3).startswith("refused: snapshot #4 holds models ['hoeffding_tree']")
     assert [c["offset"] for c in state.changes] == [0, 1, 2, 3]
     assert state.offset == 3 and state.rollbacks == 0
+
+
+def test_the_log_oracle_is_rivers_progressive_validation() -> None:
+    """tests/oracle.py's river_on_log (used by the recovery tests on real partition logs) gives
+    what progressive_val_score gives, with labels inline and 25 events late."""
+    spec = models.resolve("hoeffding_tree")
+    stream = pairs("phishing", 1250)
+    for delay in (0, 25):
+        docs = [orjson.loads(v) for _, v in producer.messages(datasets.load("phishing"), label_delay=delay)]
+        scores, predictions, _ = river_on_log(docs, spec.build, ["rocauc", "accuracy"])
+        assert scores == river_scores(stream, spec.build, ["rocauc", "accuracy"], delay=delay or None)
+        if not delay:
+            assert list(predictions.values()) == river_predictions(stream, spec.build, "rocauc")
