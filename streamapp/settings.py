@@ -35,14 +35,22 @@ _positive_int = _whole_number(1)
 _non_negative_int = _whole_number(0)
 
 
-def _positive_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"{PREFIX}{name}={raw!r} must be a positive, finite number")
-    return value
+def _finite_number(zero_allowed: bool) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from None
+        if not (value >= 0 if zero_allowed else value > 0) or value == float("inf"):
+            bound = "a finite number, 0 or more" if zero_allowed else "a positive, finite number"
+            raise ConfigError(f"{PREFIX}{name}={raw!r} must be {bound}")
+        return value
+
+    return parse
+
+
+_positive_float = _finite_number(zero_allowed=False)
+_non_negative_float = _finite_number(zero_allowed=True)
 
 
 def _topic_name(name: str, raw: str) -> str:
@@ -79,18 +87,16 @@ def _optional_text(name: str, raw: str) -> str:
     return raw.strip()
 
 
-def _task(name: str, raw: str) -> str:
-    allowed = ("auto", "binary", "multiclass", "regression", "anomaly")
-    if raw not in allowed:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is not one of {', '.join(allowed)}")
-    return raw
+def _choice(allowed: tuple[str, ...], upper: bool = False) -> Callable[[str, str], str]:
+    """One of `allowed`; with `upper`, in any case and surrounding spaces (Kafka's own names)."""
 
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper() if upper else raw
+        if value not in allowed:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} is not one of {', '.join(allowed)}")
+        return value
 
-def _drift_policy(name: str, raw: str) -> str:
-    allowed = ("none", "reset")
-    if raw not in allowed:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is not one of {', '.join(allowed)}")
-    return raw
+    return parse
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -131,26 +137,6 @@ def _secret(name: str, raw: str) -> Secret:
     return Secret(raw.rstrip("\r\n"))
 
 
-def _upper_choice(allowed: tuple[str, ...]) -> Callable[[str, str], str]:
-    def parse(name: str, raw: str) -> str:
-        value = raw.strip().upper()
-        if value not in allowed:
-            raise ConfigError(f"{PREFIX}{name}={raw!r} is not one of {', '.join(allowed)}")
-        return value
-
-    return parse
-
-
-def _non_negative_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise ConfigError(f"{PREFIX}{name}={raw!r} must be a finite number, 0 or more")
-    return value
-
-
 def _model_list(name: str, raw: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
     if len(set(names)) != len(names):
@@ -176,11 +162,13 @@ class Settings:
     # Kafka security (managed Kafka: SASL_SSL); streamapp/kafka_security.py hands these to every client.
     security_protocol: str = _setting(
         "PLAINTEXT",
-        _upper_choice(SECURITY_PROTOCOLS),
+        _choice(SECURITY_PROTOCOLS, upper=True),
         "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (managed Kafka such as Confluent Cloud: SASL_SSL).",
     )
     sasl_mechanism: str = _setting(
-        "PLAIN", _upper_choice(SASL_MECHANISMS), "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols)."
+        "PLAIN",
+        _choice(SASL_MECHANISMS, upper=True),
+        "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols).",
     )
     sasl_username: str = _setting("", _optional_text, "SASL user name (Confluent Cloud: the API key).")
     # Secret is immutable, like the str and int defaults ruff knows.
@@ -199,7 +187,11 @@ class Settings:
     model: str = _setting(
         "hoeffding_tree", _text, "A preset name or an import path 'package.module:factory'."
     )
-    task: str = _setting("auto", _task, "auto (from the model), binary, multiclass, regression or anomaly.")
+    task: str = _setting(
+        "auto",
+        _choice(("auto", "binary", "multiclass", "regression", "anomaly")),
+        "auto (from the model), binary, multiclass, regression or anomaly.",
+    )
     key_field: str = _setting(
         "", _optional_text, "If set, repartition by this top-level field, else feature (unkeyed producers)."
     )
@@ -207,7 +199,9 @@ class Settings:
         "0.9", _positive_float, "Anomaly scores at or above it are alerts in the prediction record."
     )
     drift_policy: str = _setting(
-        "none", _drift_policy, "On a detected drift: none (count it) or reset (a new model, same parameters)."
+        "none",
+        _choice(("none", "reset")),
+        "On a detected drift: none (count it) or reset (a new model, same parameters).",
     )
     challengers: tuple[str, ...] = _setting(
         "", _model_list, "Comma-separated models (presets or import paths) scored beside the champion."
