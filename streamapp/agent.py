@@ -232,13 +232,14 @@ class Learner:
             return
         state.reseeks_without_progress = 0
         replayed = state.replaying(offset)
+        produced = record.timestamp / 1000 if record.timestamp else received
         try:
             decoded = records.decode(record.value, self.settings.max_event_bytes)
         except BadEvent as exc:
             await self._dead_letter(state, tp, record, str(exc))
         else:
             if isinstance(decoded, LateLabel):
-                state.apply_label(decoded, offset, record.timestamp / 1000)
+                state.apply_label(decoded, offset, produced)
             elif isinstance(decoded, Control):
                 rollbacks = state.rollbacks
                 self.apply_control(state, decoded, offset)
@@ -248,14 +249,13 @@ class Learner:
                     return
             else:
                 try:
-                    applied = state.apply_event(decoded, offset, record.timestamp / 1000)
+                    applied = state.apply_event(decoded, offset, produced)
                 except Exception as exc:  # the model refused these features: a dead letter too
                     reason = f"model error: {type(exc).__name__}: {exc}"
                     await self._dead_letter(state, tp, record, reason)
                     log.exception("partition %d offset %d: the model raised", tp.partition, offset)
                     return
                 sent_at = time.time()
-                produced = record.timestamp / 1000 if record.timestamp else received
                 key = record.key
                 timings = {
                     "message_latency_s": received - produced,

@@ -25,6 +25,10 @@ def _predicts_class_from_proba(model: base.Estimator) -> bool:
     return type(last).predict_one is base.Classifier.predict_one
 
 
+#: which prediction each task's rolling metric is fed
+ROLLING_FEED = {"binary": "proba", "anomaly": "score", "multiclass": "class", "regression": "value"}
+
+
 def rolling_metric(task: str, window: int) -> tuple[str, Any]:
     """What the promotion rule compares over the last `window` labels, by task.
 
@@ -107,7 +111,7 @@ class Contender:
         self.metrics.update(y_true, prediction)
         self.labels += 1
         if self.rolling is not None:
-            y_pred = prediction.get(self.rolling_feed)
+            y_pred = prediction.get(ROLLING_FEED[self.task])
             if y_pred is not None and y_pred != {}:
                 self.rolling.update(y_true, y_pred)
                 self.in_window += 1
@@ -117,10 +121,6 @@ class Contender:
             self.model = self.model.clone()
             self.resets += 1
         return True
-
-    @property
-    def rolling_feed(self) -> str:
-        return {"binary": "proba", "anomaly": "score", "multiclass": "class"}.get(self.task, "value")
 
     def rolling_value(self) -> float | None:
         return None if self.rolling is None else float(self.rolling.get())

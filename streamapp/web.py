@@ -330,9 +330,10 @@ def register(
         names = learner.states[p].names()
         if action == "promote" and control.model not in names:
             return error(404, f"partition {p} has no model {control.model!r} (models: {names})")
-        kept = [h.seq for h, _ in learner.kept_snapshots(p)]
-        if action == "rollback" and control.seq not in kept:
-            return error(404, f"partition {p} keeps no snapshot #{control.seq} (kept: {kept})")
+        if action == "rollback":
+            kept = [h.seq for h, _ in learner.kept_snapshots(p)]
+            if control.seq not in kept:
+                return error(404, f"partition {p} keeps no snapshot #{control.seq} (kept: {kept})")
         topic = source_topic(p)
         if topic is None:
             return error(503, f"partition {p} is being moved; retry shortly")

@@ -75,6 +75,7 @@ def test_challengers_promotion_and_rollback_end_to_end(tmp_path: Path) -> None:
             for p, rs in read_topic(settings.predictions_topic, 2).items()
         }
         _, naive_bayes_steps, _ = river_on_log(logs[0], build["naive_bayes"], [])
+        assert len(naive_bayes_steps) == len(shadows[0]) > 0
         assert all(
             shadows[0][o]["challengers"]["naive_bayes"]["proba"] == as_json(naive_bayes_steps[o])
             for o in naive_bayes_steps
