@@ -23,6 +23,7 @@ from streamapp.models import ModelSpec
 from streamapp.outbox import Outbox
 from streamapp.records import BadEvent, Control, LateLabel
 from streamapp.settings import Settings
+from streamapp.signing import Signer
 from streamapp.state import PartitionState
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Learner:
         outbox: Callable[[str, int], Outbox],
         seek: Callable[[TP, int], Awaitable[None]],
         flush: Callable[[], Awaitable[None]],
+        signer: Signer,
     ) -> None:
         self.settings = settings
         self.spec = spec
@@ -92,6 +94,8 @@ class Learner:
         self.seek = seek
         #: waits until everything produced so far is acknowledged by the broker
         self.flush = flush
+        #: signs and verifies snapshots and control events (STREAMAPP_SIGNING_KEY)
+        self.signer = signer
         self.states: dict[int, PartitionState] = {}
         self.timings: dict[int, Timing] = {}
         self._seeks: set[asyncio.Future[None]] = set()

@@ -29,6 +29,7 @@ from streamapp.outbox import Outbox
 from streamapp.prometheus import serve_metrics
 from streamapp.recovery import ConsumerOffsets, resume_at_model_offsets, seek_back
 from streamapp.settings import Settings
+from streamapp.signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def table_writer(app: faust.App, table: MutableMapping[str, bytes]) -> Callable[
 
 def create_app(settings: Settings) -> faust.App:
     """Build the app; resolving the model here makes a bad STREAMAPP_MODEL fail at start."""
+    signer = Signer.from_settings(settings)  # no key: stop here, with what to set
     spec = models.resolve(settings.model, settings.task)
     challengers = models.resolve_challengers(settings.challengers, spec)
     app = BatchApp(
@@ -181,6 +183,7 @@ def create_app(settings: Settings) -> faust.App:
         outbox,
         partial(seek_back, app),
         flush,
+        signer,
     )
 
     def is_source(topic: str) -> bool:

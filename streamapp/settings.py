@@ -7,6 +7,7 @@ parsed and range-checked here, before Faust or Kafka are touched.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -137,6 +138,42 @@ def _secret(name: str, raw: str) -> Secret:
     return Secret(raw.rstrip("\r\n"))
 
 
+def _strong_secret(minimum: int) -> Callable[[str, str], Secret]:
+    """A secret that guards something (an HMAC key, a bearer token): empty (off) or long enough
+    that guessing it is hopeless. The message never shows the value."""
+
+    def parse(name: str, raw: str) -> Secret:
+        secret = _secret(name, raw)
+        value = secret.reveal()
+        if value and (len(value) < minimum or value != value.strip()):
+            raise ConfigError(
+                f"{PREFIX}{name} must be at least {minimum} characters without surrounding spaces "
+                f"(it has {len(value)}); generate one with: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'"
+            )
+        return secret
+
+    return parse
+
+
+def _finite_bound(name: str, raw: str) -> float:
+    value = _positive_float(name, raw)
+    if value > 1e150:
+        raise ConfigError(
+            f"{PREFIX}{name}={raw!r} is too large: River's statistics square the values and "
+            "overflow past about 1e154; keep it at or below 1e150"
+        )
+    return value
+
+
+def _pattern(name: str, raw: str) -> str:
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a regular expression: {exc}") from None
+    return raw
+
+
 def _model_list(name: str, raw: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in raw.split(",") if n.strip())
     if len(set(names)) != len(names):
@@ -232,8 +269,25 @@ class Settings:
     max_event_bytes: int = _setting(
         "65536", _positive_int, "Larger event values go to the dead-letter topic."
     )
+    max_features: int = _setting("1000", _positive_int, "Most features one event may have.")
+    max_name_length: int = _setting(
+        "256", _positive_int, "Longest feature name or string feature value, in characters."
+    )
+    max_abs_number: float = _setting(
+        "1e15",
+        _finite_bound,
+        "Largest magnitude of a numeric feature or regression label (River overflows near 1e154).",
+    )
+    max_classes: int = _setting(
+        "100", _positive_int, "Most distinct class labels a multiclass partition learns (binary: 2)."
+    )
     pending_labels_max: int = _setting(
         "100000", _non_negative_int, "Events per partition kept waiting for a late label."
+    )
+    pending_labels_max_bytes: int = _setting(
+        "16777216",
+        _positive_int,
+        "Bytes (of their JSON values) of the events per partition waiting for a label (16 MiB).",
     )
     pending_labels_max_age: float = _setting(
         "2592000",
@@ -244,8 +298,37 @@ class Settings:
     web_bind: str = _setting("127.0.0.1", _text, "Address the web server binds to.")
     web_host: str = _setting("127.0.0.1", _text, "Host other workers use to reach this one's web views.")
     web_port: int = _setting("6066", _positive_int, "Port of the web views (one per worker).")
-    api_token: str = _setting(
-        "", _optional_text, "Bearer token for snapshot downloads and changes; empty: those are refused."
+    # Secrets are immutable, like the str and int defaults ruff knows.
+    api_token: Secret = _setting(  # noqa: RUF009
+        "",
+        _strong_secret(24),
+        "Bearer token (24+ characters) for snapshot downloads and changes; empty: those are refused.",
+    )
+    read_token: Secret = _setting(  # noqa: RUF009
+        "",
+        _strong_secret(24),
+        "Bearer token (24+ characters) for scoring and model internals; empty: those are open.",
+    )
+    signing_key: Secret = _setting(  # noqa: RUF009
+        "",
+        _strong_secret(32),
+        "HMAC key (32+ characters) signing snapshots, control events and worker-to-worker requests; "
+        "required by workers.",
+    )
+    signing_key_previous: Secret = _setting(  # noqa: RUF009
+        "",
+        _strong_secret(32),
+        "The key before a rotation: still accepted, never used to sign; empty when not rotating.",
+    )
+    peer_url_pattern: str = _setting(
+        r"http://127\.0\.0\.1:[0-9]+",
+        _pattern,
+        "Regular expression a worker URL must fully match to receive worker-to-worker requests.",
+    )
+    rollback_min_interval: float = _setting(
+        "60",
+        _non_negative_float,
+        "Seconds (of record time) between two rollbacks of a partition; 0: no limit.",
     )
     standby_replicas: int = _setting("1", _non_negative_int, "Standby copies of each partition's state.")
     session_timeout: float = _setting(
@@ -289,6 +372,11 @@ class Settings:
         if self.promote_after and not self.challengers:
             raise ConfigError(
                 f"{PREFIX}PROMOTE_AFTER is set but {PREFIX}CHALLENGERS is empty: nothing to promote"
+            )
+        if self.signing_key_previous and not self.signing_key:
+            raise ConfigError(
+                f"{PREFIX}SIGNING_KEY_PREVIOUS is set but {PREFIX}SIGNING_KEY is not: the previous "
+                "key only verifies; set the new key too"
             )
         topics = [self.events_topic, self.predictions_topic, self.deadletter_topic]
         if len(set(topics)) != len(topics):

@@ -139,7 +139,7 @@ def register(
         if not settings.api_token:
             return error(403, "refused: set STREAMAPP_API_TOKEN on the workers to enable this endpoint")
         given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_token}".encode()):
+        if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_token.reveal()}".encode()):
             return error(401, "a valid 'Authorization: Bearer <STREAMAPP_API_TOKEN>' header is required")
         return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,24 @@ def _status(ports: list[int], last: tuple[float, int]) -> tuple[float, int]:
     return now, seen
 
 
+def _signing_key() -> str:
+    """STREAMAPP_SIGNING_KEY if set, else the demo's own key in data/signing.key (made once,
+    readable by this user only): workers refuse to start without one."""
+    given = os.environ.get("STREAMAPP_SIGNING_KEY")
+    if given:
+        return given
+    path = ROOT / "data" / "signing.key"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+        print(f"[demo] generated a signing key for this machine's workers: {path.relative_to(ROOT)}")
+    else:
+        print(f"[demo] signing key (STREAMAPP_SIGNING_KEY): {path.relative_to(ROOT)}")
+    return path.read_text().strip()
+
+
 def main() -> int:
     workers = int(os.environ.get("WORKERS", "1"))
     # The demo shows a challenger beside the champion unless told otherwise (empty: none).
@@ -79,6 +98,7 @@ def main() -> int:
                 if old.is_dir():
                     shutil.rmtree(old)
         (ROOT / "data").mkdir(exist_ok=True)
+        os.environ["STREAMAPP_SIGNING_KEY"] = _signing_key()
         for n, port in enumerate(ports, start=1):
             env = {**os.environ, "STREAMAPP_DATADIR": str(ROOT / f"data/worker-{n}")}
             log = open(ROOT / f"data/worker-{n}.log", "ab")  # noqa: SIM115 - the worker owns it

@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from streamapp.settings import Settings
 from streamapp.topics import create_topics
+from tests import TEST_SIGNING_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 # The ports and home of tools/kafka/kafka.sh (the same variables), so that the tests can run
@@ -65,6 +66,7 @@ def unique_env(partitions: int, **extra: str) -> dict[str, str]:
         "STREAMAPP_PREDICTIONS_TOPIC": f"predictions-{uid}",
         "STREAMAPP_DEADLETTER_TOPIC": f"deadletter-{uid}",
         "STREAMAPP_PARTITIONS": str(partitions),
+        "STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY,
     }
     env.update({f"STREAMAPP_{k.upper()}": v for k, v in extra.items()})
     settings = Settings.from_env(env)

@@ -22,7 +22,7 @@ from tests.integration.chaos import PROBES, as_json
 from tests.integration.cluster import Worker, read_topic, running, unique_env
 from tests.oracle import river_on_log
 
-TOKEN = "challenger-test-token"
+TOKEN = "challenger-test-token-0123456789"
 
 
 def call(worker: Worker, path: str, doc: Any, token: str | None = TOKEN) -> tuple[int, dict[str, Any]]:

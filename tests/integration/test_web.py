@@ -20,7 +20,7 @@ from tests.integration.chaos import Cluster, run_stream
 from tests.integration.cluster import Worker, read_topic, unique_env, wait_for
 
 PARTITIONS = 6
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-the-web-tests"
 PROBE = {
     "amount": 120.5,
     "merchant_category": "travel",

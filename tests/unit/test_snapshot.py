@@ -13,6 +13,8 @@ import river
 from streamapp import datasets, models, producer, snapshot
 from streamapp.agent import Learner, snapshot_key
 from streamapp.settings import Settings
+from streamapp.signing import Signer
+from tests import TEST_SIGNING_KEY
 from streamapp.state import PartitionState, snapshot_spread
 from tests.unit.test_state import feed
 
@@ -86,7 +88,7 @@ def learner_over(table: dict[str, bytes], **settings: str) -> Learner:
     async def nothing(*args: object) -> None:
         return None
 
-    env = {f"STREAMAPP_{k.upper()}": v for k, v in settings.items()}
+    env = {"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY, **{f"STREAMAPP_{k.upper()}": v for k, v in settings.items()}}
     config = Settings.from_env(env)
     spec = models.resolve(config.model)
     challengers = models.resolve_challengers(config.challengers, spec)
@@ -94,7 +96,8 @@ def learner_over(table: dict[str, bytes], **settings: str) -> Learner:
     def save(tp: object, key: str, blob: bytes) -> None:
         table[key] = blob
 
-    return Learner(config, spec, challengers, table, save, nothing, nothing, nothing, nothing)  # type: ignore[arg-type]
+    signer = Signer.from_settings(config)
+    return Learner(config, spec, challengers, table, save, nothing, nothing, nothing, nothing, signer)  # type: ignore[arg-type]
 
 
 def test_the_last_k_snapshots_are_kept_and_recovery_takes_the_newest_that_decodes() -> None:
