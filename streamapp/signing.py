@@ -69,6 +69,4 @@ class Signer:
 
     def verify(self, signature: bytes, purpose: str, *fields: Field) -> bool:
         """Constant-time check against each accepted key."""
-        return any(
-            hmac.compare_digest(signature, self._mac(key, purpose, fields)) for key in self._keys
-        )
+        return any(hmac.compare_digest(signature, self._mac(key, purpose, fields)) for key in self._keys)

@@ -14,8 +14,8 @@ from streamapp import datasets, models, producer, snapshot
 from streamapp.agent import Learner, snapshot_key
 from streamapp.settings import Settings
 from streamapp.signing import Signer
-from tests import TEST_SIGNING_KEY
 from streamapp.state import PartitionState, snapshot_spread
+from tests import TEST_SIGNING_KEY
 from tests.unit.test_state import feed
 
 
@@ -88,7 +88,10 @@ def learner_over(table: dict[str, bytes], **settings: str) -> Learner:
     async def nothing(*args: object) -> None:
         return None
 
-    env = {"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY, **{f"STREAMAPP_{k.upper()}": v for k, v in settings.items()}}
+    env = {
+        "STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY,
+        **{f"STREAMAPP_{k.upper()}": v for k, v in settings.items()},
+    }
     config = Settings.from_env(env)
     spec = models.resolve(config.model)
     challengers = models.resolve_challengers(config.challengers, spec)
