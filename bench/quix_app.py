@@ -38,7 +38,7 @@ def main() -> None:
             model = states[partition] = PartitionState(partition, spec, pending_max=0)
         received = time.time()
         try:
-            event = records.decode(value, 65536)
+            event = records.decode(value)
         except records.BadEvent:
             return None
         if not isinstance(event, Event):

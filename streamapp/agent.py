@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from aiokafka import ConsumerRecord
 from faust.types import TP
 
-from streamapp import records, snapshot
+from streamapp import control, records, snapshot
 from streamapp.histogram import Histogram
 from streamapp.models import ModelSpec
 from streamapp.outbox import Outbox
-from streamapp.records import BadEvent, Control, LateLabel
+from streamapp.records import BadEvent, Control, Event, LateLabel, Limits
 from streamapp.settings import Settings
 from streamapp.signing import Signer
-from streamapp.state import PartitionState
+from streamapp.state import Applied, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class Learner:
         self.flush = flush
         #: signs and verifies snapshots and control events (STREAMAPP_SIGNING_KEY)
         self.signer = signer
+        self.limits = Limits.from_settings(settings)
         self.states: dict[int, PartitionState] = {}
         self.timings: dict[int, Timing] = {}
         self._seeks: set[asyncio.Future[None]] = set()
@@ -143,8 +144,7 @@ class Learner:
             settings.promote_after,
             settings.promote_margin,
         )
-        state.drift_policy = settings.drift_policy
-        state.pending_max_age = settings.pending_labels_max_age
+        state.configure(settings)
         return state
 
     def kept_snapshots(self, partition: int) -> list[tuple[snapshot.Header, bytes]]:
@@ -169,9 +169,7 @@ class Learner:
         _, state = snapshot.decode(blob)
         state.restored(header.seq, header.offset, len(blob), header.created, self.spec)
         state.align((self.spec, *self.challengers), self.settings.promote_after, self.settings.promote_margin)
-        state.pending_max = self.settings.pending_labels_max
-        state.pending_max_age = self.settings.pending_labels_max_age
-        state.drift_policy = self.settings.drift_policy
+        state.configure(self.settings)
         return state
 
     def _restore(self, partition: int) -> tuple[PartitionState, str]:
@@ -227,6 +225,11 @@ class Learner:
     async def handle(
         self, state: PartitionState, timing: Timing, tp: TP, record: ConsumerRecord, predictions: Outbox
     ) -> None:
+        """One record: applied to the partition, or sent to the dead-letter topic with the reason.
+
+        No exception of decoding, checking, predicting or learning escapes: a message that
+        fails would otherwise stop the worker, and again on every worker it moved to.
+        """
         offset = record.offset
         received = time.time()
         verdict = state.admit(offset)
@@ -237,59 +240,84 @@ class Learner:
         state.reseeks_without_progress = 0
         replayed = state.replaying(offset)
         produced = record.timestamp / 1000 if record.timestamp else received
+        rollbacks = state.rollbacks
         try:
-            decoded = records.decode(record.value, self.settings.max_event_bytes)
+            scored = self._apply(state, tp, record, produced)
         except BadEvent as exc:
             await self._dead_letter(state, tp, record, str(exc))
+        except Exception as exc:  # a model raised on a message that passed every check
+            state.model_errors += 1
+            log.exception("partition %d offset %d: the model raised", tp.partition, offset)
+            await self._dead_letter(state, tp, record, f"model error: {type(exc).__name__}: {exc}")
         else:
-            if isinstance(decoded, LateLabel):
-                state.apply_label(decoded, offset, produced)
-            elif isinstance(decoded, Control):
-                rollbacks = state.rollbacks
-                self.apply_control(state, decoded, offset)
-                if state.rollbacks != rollbacks:
-                    # Recovery then starts after the rollback, not from a replay of it.
-                    await self._snapshot(state, tp, time.time())
-                    return
-            else:
-                try:
-                    applied = state.apply_event(decoded, offset, produced)
-                except Exception as exc:  # the model refused these features: a dead letter too
-                    reason = f"model error: {type(exc).__name__}: {exc}"
-                    await self._dead_letter(state, tp, record, reason)
-                    log.exception("partition %d offset %d: the model raised", tp.partition, offset)
-                    return
-                sent_at = time.time()
-                key = record.key
-                timings = {
-                    "message_latency_s": received - produced,
-                    "predict_s": applied.predict_s,
-                    "learn_s": applied.learn_s,
-                    "end_to_end_s": sent_at - produced,
-                }
-                prediction = {
-                    "id": decoded.id,
-                    "key": key.decode("utf-8", "replace") if key else None,
-                    "partition": tp.partition,
-                    "offset": offset,
-                    "model": state.version(),
-                    **applied.prediction,
-                    "learned": applied.learned,
-                    "replayed": replayed,
-                    "timings": timings,
-                }
-                if applied.challengers is not None:
-                    prediction["challengers"] = applied.challengers
-                score = applied.prediction.get("score")
-                if score is not None:  # anomaly models: the alert is the decision, the score its why
-                    prediction["alert"] = alert = score >= self.settings.anomaly_threshold
-                    timing.alerts += alert
-                await predictions.add(key, records.encode(prediction))
-                timing.predict.observe(applied.predict_s)
-                timing.learn.observe(applied.learn_s)
-                timing.end_to_end.observe(sent_at - produced)
-                timing.predictions += 1
+            if scored is not None:
+                event, applied = scored
+                await self._emit_prediction(
+                    state, timing, tp, record, predictions, event, applied, (received, produced, replayed)
+                )
+            if state.rollbacks != rollbacks:
+                # Recovery then starts after the rollback, not from a replay of it.
+                await self._snapshot(state, tp, time.time())
+                return
         await self._maybe_snapshot(state, tp)
+
+    def _apply(
+        self, state: PartitionState, tp: TP, record: ConsumerRecord, at: float
+    ) -> tuple[Event, Applied] | None:
+        """Decode, check and apply one record at record time `at`; the scored event if it was
+        one. Raises BadEvent (or a model's exception) before anything changes."""
+        decoded = records.decode(record.value, self.limits)
+        if isinstance(decoded, LateLabel):
+            state.apply_label(decoded, record.offset, at)
+            return None
+        if isinstance(decoded, Control):
+            control.verify(self.signer, tp.partition, decoded, record.headers, at)
+            self.apply_control(state, decoded, record.offset, at)
+            return None
+        return decoded, state.apply_event(decoded, record.offset, at)
+
+    async def _emit_prediction(
+        self,
+        state: PartitionState,
+        timing: Timing,
+        tp: TP,
+        record: ConsumerRecord,
+        predictions: Outbox,
+        event: Event,
+        applied: Applied,
+        times: tuple[float, float, bool],
+    ) -> None:
+        """The prediction record of a scored event, with the paper's timings."""
+        received, produced, replayed = times
+        sent_at = time.time()
+        key = record.key
+        prediction = {
+            "id": event.id,
+            "key": key.decode("utf-8", "replace") if key else None,
+            "partition": tp.partition,
+            "offset": record.offset,
+            "model": state.version(),
+            **applied.prediction,
+            "learned": applied.learned,
+            "replayed": replayed,
+            "timings": {
+                "message_latency_s": received - produced,
+                "predict_s": applied.predict_s,
+                "learn_s": applied.learn_s,
+                "end_to_end_s": sent_at - produced,
+            },
+        }
+        if applied.challengers is not None:
+            prediction["challengers"] = applied.challengers
+        score = applied.prediction.get("score")
+        if score is not None:  # anomaly models: the alert is the decision, the score its why
+            prediction["alert"] = alert = score >= self.settings.anomaly_threshold
+            timing.alerts += alert
+        await predictions.add(key, records.encode(prediction))
+        timing.predict.observe(applied.predict_s)
+        timing.learn.observe(applied.learn_s)
+        timing.end_to_end.observe(sent_at - produced)
+        timing.predictions += 1
 
     async def _dead_letter(self, state: PartitionState, tp: TP, record: ConsumerRecord, reason: str) -> None:
         state.deadletters += 1
@@ -324,11 +352,18 @@ class Learner:
         self._seeks.add(task)
         task.add_done_callback(self._seeks.discard)
 
-    def apply_control(self, state: PartitionState, control: Control, offset: int) -> str:
-        """Apply a promotion or rollback read from the partition's log; the outcome."""
+    def apply_control(self, state: PartitionState, control: Control, offset: int, at: float) -> str:
+        """Apply a promotion or rollback read from the partition's log (its signature checked,
+        at record time `at`); the outcome."""
+        state.check_control(control)
+        state.remember_control(control.id)
         if control.action == "promote":
             assert control.model is not None
             return state.promote(control.model, offset)
+        wait = state.rollback_wait(at)
+        if wait:
+            why = f"rate-limited: next rollback allowed in {wait:.0f} s (STREAMAPP_ROLLBACK_MIN_INTERVAL)"
+            return state.refuse(offset, control.describe(), why)
         kept = {header.seq: (header, blob) for header, blob in self.kept_snapshots(state.partition)}
         assert control.seq is not None
         if control.seq not in kept:
@@ -338,7 +373,7 @@ class Learner:
             older = self.load_snapshot(*kept[control.seq])
         except snapshot.SnapshotError as exc:
             return state.refuse(offset, control.describe(), f"snapshot #{control.seq} unusable: {exc}")
-        return state.roll_back(older, control.seq, offset)
+        return state.roll_back(older, control.seq, offset, at)
 
     async def _maybe_snapshot(self, state: PartitionState, tp: TP) -> None:
         now = time.time()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -22,13 +22,42 @@ class BadEvent(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one message may carry, each violation a dead letter with its reason.
+
+    They keep one message from exhausting a worker's memory or a model's arithmetic: River's
+    statistics square their inputs and overflow near 1e154, after which a linear model predicts
+    NaN for good; a flood of unique long names grows every model.
+    """
+
+    max_event_bytes: int = 65536
+    max_features: int = 1000
+    max_name_length: int = 256  # feature names, string values, ids and string labels
+    max_abs_number: float = 1e15
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            settings.max_event_bytes,
+            settings.max_features,
+            settings.max_name_length,
+            settings.max_abs_number,
+        )
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
-    """Features to score, with the label when it came with them."""
+    """Features to score, with the label when it came with them; `size`: the value's bytes,
+    what the event costs while it waits for a late label."""
 
     id: str
     x: dict[str, Feature]
     y: Label | None
     ts: float | None
+    size: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,27 +90,45 @@ def _parse(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        # orjson refuses NaN, Infinity and 1e999 like any other bad token; name them precisely.
-        if "infinity" in str(exc):
-            raise BadEvent(f"non-finite number: {exc}") from None
-        try:
-            json.loads(raw, parse_constant=_reject_constant)
-        except BadEvent:
-            raise
-        except ValueError:
-            pass
-        raise BadEvent(f"not JSON: {exc}") from None
+        reason = str(exc)
+    # orjson refuses NaN, Infinity and 1e999 like any other bad token; name them precisely.
+    if "infinity" in reason:
+        raise BadEvent(f"non-finite number: {reason}")
+    try:
+        json.loads(raw, parse_constant=_reject_constant)
+    except BadEvent:
+        raise
+    except (ValueError, RecursionError):  # nested deeper than the stack: not for us either
+        pass
+    raise BadEvent(f"not JSON: {reason}")
 
 
-def _finite(where: str, value: Any) -> None:
+def _number(where: str, value: bool | int | float, limits: Limits) -> None:
+    if isinstance(value, bool):
+        return
     if isinstance(value, float) and not math.isfinite(value):
         raise BadEvent(f"non-finite number in {where}")
+    if abs(value) > limits.max_abs_number:
+        raise BadEvent(
+            f"number in {where} out of range: |{value:.6g}| > {limits.max_abs_number:g} "
+            "(STREAMAPP_MAX_ABS_NUMBER)"
+        )
 
 
-def _label(value: Any) -> Label:
+def _text(where: str, value: str, limits: Limits) -> None:
+    if len(value) > limits.max_name_length:
+        raise BadEvent(
+            f"{where} is {len(value)} characters, over {limits.max_name_length} (STREAMAPP_MAX_NAME_LENGTH)"
+        )
+
+
+def _label(value: Any, limits: Limits) -> Label:
     if not isinstance(value, bool | int | float | str):
         raise BadEvent(f"'y' must be a boolean, number or string, got {type(value).__name__}")
-    _finite("'y'", value)
+    if isinstance(value, str):
+        _text("'y'", value, limits)
+    else:
+        _number("'y'", value, limits)
     return value
 
 
@@ -100,12 +147,14 @@ def _control(event_id: str, doc: dict[str, Any]) -> Control:
     raise BadEvent(f"unknown control {action!r} (known: promote, rollback)")
 
 
-def decode(raw: bytes | None, max_bytes: int) -> Event | LateLabel | Control:
+def decode(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Event | LateLabel | Control:
     """Validate one message value; raises BadEvent with the reason when it cannot be used."""
     if raw is None:
         raise BadEvent("empty message (no value)")
-    if len(raw) > max_bytes:
-        raise BadEvent(f"oversized: {len(raw)} bytes > limit {max_bytes} (STREAMAPP_MAX_EVENT_BYTES)")
+    if len(raw) > limits.max_event_bytes:
+        raise BadEvent(
+            f"oversized: {len(raw)} bytes > limit {limits.max_event_bytes} (STREAMAPP_MAX_EVENT_BYTES)"
+        )
     doc = _parse(raw)
     if not isinstance(doc, dict):
         raise BadEvent(f"not a JSON object but {type(doc).__name__}")
@@ -114,32 +163,37 @@ def decode(raw: bytes | None, max_bytes: int) -> Event | LateLabel | Control:
         raise BadEvent("missing 'id'")
     if not isinstance(event_id, str) or not event_id:
         raise BadEvent("'id' must be a non-empty string")
+    _text("'id'", event_id, limits)
     if "control" in doc:
         return _control(event_id, doc)
     y = doc.get("y")
-    label = None if y is None else _label(y)
+    label = None if y is None else _label(y, limits)
     ts = doc.get("ts")
-    if ts is not None:
-        if isinstance(ts, bool) or not isinstance(ts, int | float):
-            raise BadEvent("'ts' must be a number (seconds since the epoch)")
-        _finite("'ts'", ts)
+    if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts)):
+        raise BadEvent("'ts' must be a finite number (seconds since the epoch)")
     x = doc.get("x")
     if x is None:
         if label is None:
             raise BadEvent("missing 'x' (features); a label-only message needs 'y'")
         return LateLabel(event_id, label)
-    return Event(event_id, features(x), label, None if ts is None else float(ts))
+    return Event(event_id, features(x, limits), label, None if ts is None else float(ts), len(raw))
 
 
-def features(x: Any) -> dict[str, Feature]:
-    """Validate a feature object: flat, with finite numbers, strings or booleans."""
+def features(x: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Feature]:
+    """Validate a feature object: flat, bounded, with finite numbers, strings or booleans."""
     if not isinstance(x, dict):
         raise BadEvent(f"'x' must be an object of features, got {type(x).__name__}")
+    if len(x) > limits.max_features:
+        raise BadEvent(f"{len(x)} features, over {limits.max_features} (STREAMAPP_MAX_FEATURES)")
     for name, value in x.items():
         if not isinstance(value, bool | int | float | str):
             kind = "null" if value is None else type(value).__name__
-            raise BadEvent(f"feature {name!r} must be a number, string or boolean, got {kind}")
-        _finite(f"feature {name!r}", value)
+            raise BadEvent(f"feature {name[:64]!r} must be a number, string or boolean, got {kind}")
+        _text("a feature name", name, limits)
+        if isinstance(value, str):
+            _text(f"feature {name!r}", value, limits)
+        else:
+            _number(f"feature {name!r}", value, limits)
     return x
 
 

@@ -18,7 +18,7 @@ from streamapp.contenders import Contender, better_by
 from streamapp.drift import DriftMonitor
 from streamapp.metrics import PrequentialMetrics
 from streamapp.models import ModelSpec
-from streamapp.records import Event, Feature, LateLabel
+from streamapp.records import BadEvent, Control, Event, Feature, Label, LateLabel
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,26 @@ class Applied:
 #: per contender, the prediction it made for an event (None: it joined the partition later)
 Predictions = Sequence[dict[str, Any] | None]
 #: an event waiting for its label: features (None for anomaly models, which learned them),
-#: predictions, and the record time (seconds) it arrived at
-Waiting = tuple[dict[str, Feature] | None, Predictions, float]
+#: predictions, the record time (seconds) it arrived at, and its size in bytes
+Waiting = tuple[dict[str, Feature] | None, Predictions, float, int]
 KEEP_CHANGES = 20  # promotions and rollbacks kept in the partition's audit trail
+KEEP_CONTROL_IDS = 1000  # ids of applied control events: a copy of one is refused
+#: the labels each task learns; the first label learned fixes the kind for the partition
+LABEL_KINDS = {
+    "binary": ("bool", "int"),
+    "anomaly": ("bool", "int"),
+    "multiclass": ("bool", "int", "str"),
+    "regression": ("int", "float"),
+}
+
+
+def label_kind(y: Label) -> str:
+    return "bool" if isinstance(y, bool) else type(y).__name__
+
+
+def feature_kind(value: Feature) -> str:
+    """What a model does with a value: strings are categories, everything else a number."""
+    return "string" if isinstance(value, str) else "number"
 
 
 def snapshot_spread(partition: int, seq: int) -> float:
@@ -79,6 +96,17 @@ class PartitionState:
     changes: Sequence[dict[str, Any]] = ()  # the last promotions and rollbacks, oldest first
     pending_max_age = 0.0  # seconds of record time an event waits for its label; 0: no limit
     pending_expired = 0
+    pending_max_bytes = 0  # bytes of the events waiting for their label; 0: no limit
+    pending_bytes = 0
+    #: what the partition has learned so far, which later messages must agree with
+    labels_kind: str | None = None  # LABEL_KINDS' name of the first label learned
+    classes: frozenset[Label] = frozenset()  # multiclass: the labels learned
+    max_classes = 100
+    feature_kinds: dict[str, str] | None = None  # name -> "number" | "string"
+    model_errors = 0  # events a model raised on after they passed every check
+    rollback_min_interval = 0.0  # seconds of record time between two rollbacks
+    last_rollback_at = 0.0  # record time of the last rollback
+    control_ids: Sequence[str] = ()  # ids of the last KEEP_CONTROL_IDS control events applied
 
     def __init__(
         self,
@@ -162,11 +190,85 @@ class PartitionState:
         for name in set(have) - {s.name for s in specs}:
             log.warning("partition %d: model %r is no longer configured, dropped", self.partition, name)
         order = [have[c.name][0] if c.name in have else None for c in kept]
-        for event_id, (x, predictions, at) in self.pending.items():
-            self.pending[event_id] = (x, [None if i is None else predictions[i] for i in order], at)
+        for event_id, (x, predictions, at, size) in self.pending.items():
+            chosen = [None if i is None else predictions[i] for i in order]
+            self.pending[event_id] = (x, chosen, at, size)
         self.contenders = kept
         names = self.names()
         self.champion_index = names.index(champion) if champion in names else 0
+
+    def configure(self, settings: Any) -> None:
+        """Apply the settings that bound and steer a partition (STREAMAPP_*): at creation and
+        after a restore, as configuration is not part of the log."""
+        self.pending_max = settings.pending_labels_max
+        self.pending_max_age = settings.pending_labels_max_age
+        self.pending_max_bytes = settings.pending_labels_max_bytes
+        self.drift_policy = settings.drift_policy
+        self.max_classes = settings.max_classes
+        self.rollback_min_interval = settings.rollback_min_interval
+
+    # -- checks: a message that would fail changes nothing -----------------------------------------
+
+    def check_features(self, x: dict[str, Feature]) -> None:
+        """Each feature keeps the kind (number or string) it first had in the partition: a tree
+        that split on a number cannot compare it with a string, and learning fails half-way."""
+        kinds = self.feature_kinds
+        if not kinds:
+            return
+        for name, value in x.items():
+            known = kinds.get(name)
+            if known is not None and known != feature_kind(value):
+                raise BadEvent(
+                    f"feature {name!r} is a {known} in this partition, got a {feature_kind(value)} "
+                    f"({value!r:.40}); a feature must keep its kind"
+                )
+
+    def check_label(self, y: Label) -> None:
+        """The label fits the task and the labels learned so far (BadEvent with the reason).
+
+        Binary and anomaly partitions learn true/false (or 1/0: ROCAUC's positive class is True),
+        regression numbers, multiclass booleans, whole numbers or strings, one kind per partition
+        and at most max_classes of them; anything else would make the models raise, or worse,
+        learn it and then fail on every event.
+        """
+        kind = label_kind(y)
+        allowed = LABEL_KINDS[self.task]
+        if kind not in allowed:
+            hint = " (named classes need STREAMAPP_TASK=multiclass)" if self.task == "binary" else ""
+            raise BadEvent(
+                f"label {y!r:.40} is a {kind}; a {self.task} partition learns {' or '.join(allowed)}{hint}"
+            )
+        if self.task in ("binary", "anomaly") and kind == "int" and y not in (0, 1):
+            raise BadEvent(f"label {y!r} of a {self.task} partition must be true/false or 1/0")
+        if self.labels_kind is not None and kind != self.labels_kind and self.task != "regression":
+            raise BadEvent(
+                f"label {y!r:.40} is a {kind} but this partition has learned {self.labels_kind} "
+                "labels; one kind per partition"
+            )
+        if self.task == "multiclass" and y not in self.classes and len(self.classes) >= self.max_classes:
+            raise BadEvent(
+                f"label {y!r:.40} would be class {len(self.classes) + 1}, over {self.max_classes} "
+                "(STREAMAPP_MAX_CLASSES)"
+            )
+
+    def _learned_label(self, y: Label) -> None:
+        if self.labels_kind is None:
+            self.labels_kind = label_kind(y)
+        if self.task == "multiclass" and y not in self.classes:
+            self.classes = self.classes | {y}
+
+    def _known_features(self, x: dict[str, Feature]) -> None:
+        if self.feature_kinds is None:
+            self.feature_kinds = {}
+        kinds = self.feature_kinds
+        for name, value in x.items():
+            if name not in kinds:
+                kinds[name] = feature_kind(value)
+
+    def check_control(self, control: Control) -> None:
+        """A control event is applied once: a copy of a signed one is refused by its id."""
+        if control.id in self.control_ids:
+            raise BadEvent(f"control event {control.id!r} was applied already (a copy is refused)")
 
     # -- offsets ---------------------------------------------------------------------------------
 
@@ -220,7 +322,14 @@ class PartitionState:
     def apply_event(self, event: Event, offset: int, at: float = 0.0) -> Applied:
         """Every model predicts, then learns if the label came along (anomaly models learn every
         event); the champion's prediction is the one emitted. `at`: the record's time (seconds),
-        which ages the events waiting for labels (record time, so that replay ages them alike)."""
+        which ages the events waiting for labels (record time, so that replay ages them alike).
+
+        Raises BadEvent before anything changes when the event does not fit the partition; an
+        exception of a model's predict_one changes nothing either (predictions are pure).
+        """
+        self.check_features(event.x)
+        if event.y is not None:
+            self.check_label(event.y)
         contenders = self.contenders
         champion = self.champion_index  # a promotion while scoring applies from the next event
         t0 = time.perf_counter()
@@ -229,6 +338,7 @@ class PartitionState:
         else:
             predictions = [c.predict(event.x) for c in contenders]
         t1 = time.perf_counter()
+        self._known_features(event.x)
         learned = False
         if self.task == "anomaly":
             for contender in contenders:
@@ -237,14 +347,14 @@ class PartitionState:
             if event.y is not None:
                 self._score(event.y, predictions, offset)
             elif self.pending_max:
-                self._wait_for_label(event.id, None, predictions, at)
+                self._wait_for_label(event.id, None, predictions, at, event.size)
         elif event.y is not None:
             self._score(event.y, predictions, offset)
             for contender in self.contenders:  # a drift reset may just have replaced a model
                 contender.learn(event.x, event.y)
             learned = True
         elif self.pending_max:
-            self._wait_for_label(event.id, event.x, predictions, at)
+            self._wait_for_label(event.id, event.x, predictions, at, event.size)
         t2 = time.perf_counter()
         self.events_seen += 1
         self.events_learned += learned
@@ -263,15 +373,18 @@ class PartitionState:
 
         This is River's progressive validation with delay: the metrics see the predictions made
         before the label was known. A label for an id that is not waiting (unknown, evicted or
-        expired) is only counted.
+        expired) is only counted. A label that does not fit the partition raises BadEvent before
+        anything changes: the event keeps waiting for a label that does.
         """
+        self.check_label(label.y)
         self._expire(at)
         entry = self.pending.pop(label.id, None)
         self.advance(offset)
         if entry is None:
             self.labels_unknown += 1
             return False
-        x, predictions, _ = entry
+        x, predictions, _, size = entry
+        self.pending_bytes -= size
         self._score(label.y, predictions, offset)
         if x is not None:
             for contender in self.contenders:
@@ -282,6 +395,7 @@ class PartitionState:
 
     def _score(self, y_true: Any, predictions: Predictions, offset: int) -> None:
         """A label meets the predictions: each model's metrics and drift detector see its own."""
+        self._learned_label(y_true)
         reset = self.drift_policy == "reset"
         if len(predictions) == 1:
             if predictions[0] is not None and self.contenders[0].score(y_true, predictions[0], offset, reset):
@@ -349,10 +463,21 @@ class PartitionState:
         self._audit(request_record(offset, request, outcome))
         return outcome
 
-    def roll_back(self, older: PartitionState, seq: int, offset: int) -> str:
-        """The rollback requested by the control event at `offset`: the models (with their
-        metrics, drift detectors and champion) become those of snapshot #`seq`; the position in
-        the log, the counters and the events waiting for labels stay."""
+    def rollback_wait(self, at: float) -> float:
+        """Seconds until a rollback is allowed at time `at` (0: now): each one forces a full
+        snapshot that overwrites a kept one, so they are rate-limited (record time in the log,
+        so a replay decides alike; wall clock in the web views, which answer 429)."""
+        if not self.rollback_min_interval or not self.last_rollback_at:
+            return 0.0
+        return max(0.0, self.last_rollback_at + self.rollback_min_interval - at)
+
+    def remember_control(self, control_id: str) -> None:
+        self.control_ids = [*self.control_ids[-(KEEP_CONTROL_IDS - 1) :], control_id]
+
+    def roll_back(self, older: PartitionState, seq: int, offset: int, at: float = 0.0) -> str:
+        """The rollback requested by the control event at `offset` (record time `at`): the models
+        (with their metrics, drift detectors and champion) become those of snapshot #`seq`; the
+        position in the log, the counters and the events waiting for labels stay."""
         self.advance(offset)
         if older.names() != self.names():
             outcome = (
@@ -363,6 +488,7 @@ class PartitionState:
             self.champion_index = older.champion_index
             self.labels_since_promotion = older.labels_since_promotion
             self.rollbacks += 1
+            self.last_rollback_at = at
             outcome = f"rolled back to snapshot #{seq} (offset {older.offset})"
             log.warning("partition %d: ROLLED BACK to snapshot #%d at offset %d", self.partition, seq, offset)
         self._audit(request_record(offset, f"rollback {seq}", outcome))
@@ -376,13 +502,19 @@ class PartitionState:
         return outcome
 
     def _wait_for_label(
-        self, event_id: str, x: dict[str, Feature] | None, predictions: Predictions, at: float
+        self, event_id: str, x: dict[str, Feature] | None, predictions: Predictions, at: float, size: int
     ) -> None:
+        """Keep the event until its label comes, within the count and byte bounds (the oldest
+        go first). Sizes are the events' own bytes, so a replay evicts exactly the same ones."""
         self._expire(at)
-        self.pending[event_id] = (x, predictions, at)
-        self.pending.move_to_end(event_id)
-        while len(self.pending) > self.pending_max:
-            self.pending.popitem(last=False)
+        replaced = self.pending.pop(event_id, None)  # an id sent twice waits once, as the newest
+        if replaced is not None:
+            self.pending_bytes -= replaced[3]
+        self.pending[event_id] = (x, predictions, at, size)
+        self.pending_bytes += size
+        limit = self.pending_max_bytes or float("inf")
+        while len(self.pending) > self.pending_max or self.pending_bytes > limit:
+            self.pending_bytes -= self.pending.popitem(last=False)[1][3]
             self.pending_evicted += 1
 
     def _expire(self, now: float) -> None:
@@ -391,7 +523,7 @@ class PartitionState:
             return
         horizon = now - self.pending_max_age
         while self.pending and next(iter(self.pending.values()))[2] < horizon:
-            self.pending.popitem(last=False)
+            self.pending_bytes -= self.pending.popitem(last=False)[1][3]
             self.pending_expired += 1
 
     # -- snapshots -------------------------------------------------------------------------------
@@ -442,7 +574,7 @@ class PartitionState:
             parts.pop("model_class", None)
             parts.pop("_class_from_proba", None)
             for event_id, (x, prediction) in cast(dict[str, Any], self.pending).items():
-                self.pending[event_id] = (x, [prediction], created)  # waiting since the snapshot
+                self.pending[event_id] = (x, [prediction], created, 0)  # waiting since the snapshot
         self.reseeked_at = 0.0  # a monotonic time of the process that wrote the snapshot
         self.reseeks_without_progress = 0
 

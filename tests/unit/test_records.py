@@ -6,7 +6,7 @@ import pytest
 from streamapp import records
 from streamapp.records import BadEvent, Event, LateLabel
 
-LIMIT = 1024
+LIMIT = records.Limits(max_event_bytes=1024, max_features=4, max_name_length=8, max_abs_number=1e6)
 
 
 def test_good_event_with_label() -> None:
@@ -31,7 +31,15 @@ def test_extra_top_level_fields_are_ignored() -> None:
     ("raw", "reason"),
     [
         (None, "empty message"),
-        (b"x" * (LIMIT + 1), "oversized"),
+        (b"x" * (LIMIT.max_event_bytes + 1), "oversized"),
+        (b'{"id": "a", "x": {"f": 1, "g": 2, "h": 3, "i": 4, "j": 5}}', "5 features, over 4"),
+        (b'{"id": "a", "x": {"longer-than-8": 1}}', "a feature name is 13 characters, over 8"),
+        (b'{"id": "a", "x": {"f": "longer-than-8"}}', "feature 'f' is 13 characters"),
+        (b'{"id": "a", "x": {"f": 1e7}}', "out of range: |1e+07| > 1e+06"),
+        (b'{"id": "a", "x": {"f": -10000000}}', "out of range"),
+        (b'{"id": "a", "x": {"f": 1}, "y": 2e6}', "number in 'y' out of range"),
+        (b'{"id": "a", "x": {"f": 1}, "y": "longer-than-8"}', "'y' is 13 characters"),
+        (b'{"id": "longer-than-8", "x": {"f": 1}}', "'id' is 13 characters"),
         (b"{not json", "not JSON"),
         (b"\xff\xfe", "not JSON"),
         (b'{"id": "a", "x": {"f": NaN}}', "non-finite number NaN"),
@@ -47,13 +55,25 @@ def test_extra_top_level_fields_are_ignored() -> None:
         (b'{"id": "a", "x": {"f": null}}', "feature 'f' must be a number, string or boolean, got null"),
         (b'{"id": "a", "x": {"f": {"g": 1}}}', "got dict"),
         (b'{"id": "a", "x": {"f": 1}, "y": [1]}', "'y' must be a boolean, number or string"),
-        (b'{"id": "a", "x": {"f": 1}, "ts": "now"}', "'ts' must be a number"),
+        (b'{"id": "a", "x": {"f": 1}, "ts": "now"}', "'ts' must be a finite number"),
     ],
 )
 def test_bad_events_name_their_reason(raw: bytes | None, reason: str) -> None:
     with pytest.raises(BadEvent) as err:
         records.decode(raw, LIMIT)
     assert reason in str(err.value)
+
+
+def test_nesting_deeper_than_the_stack_is_refused_not_raised() -> None:
+    """orjson stops at 1,024 levels; the standard library's parser must not raise RecursionError."""
+    deep = b'{"id": "a", "x": ' + b'{"f": ' * 10_000 + b"1" + b"}" * 10_001
+    with pytest.raises(BadEvent, match="not JSON"):
+        records.decode(deep, records.Limits(max_event_bytes=1 << 20))
+
+
+def test_the_bounds_admit_what_they_name() -> None:
+    raw = b'{"id": "abcdefgh", "x": {"abcdefgh": "abcdefgh", "g": -1e6, "h": true, "i": 1}, "y": 1e6}'
+    assert records.decode(raw, LIMIT).y == 1e6
 
 
 def test_predictions_encode_class_labels_as_keys() -> None:

@@ -25,7 +25,7 @@ def feed(state: PartitionState, msgs: Any, start: int = 0) -> list[dict[str, Any
     out = []
     for offset, (_, value) in enumerate(msgs, start=start):
         assert state.admit(offset) == "apply"
-        decoded = records.decode(value, 1 << 20)
+        decoded = records.decode(value, records.Limits(max_event_bytes=1 << 20))
         if isinstance(decoded, Event):
             out.append(state.apply_event(decoded, offset).prediction)
         else:
@@ -205,7 +205,7 @@ def test_each_challenger_equals_river_for_that_model_alone() -> None:
     state = PartitionState(0, champion, pending_max=1000, challengers=challengers)
     shadows: list[dict[str, Any]] = []
     for offset, (_, value) in enumerate(producer.messages(datasets.load("phishing"), label_delay=25)):
-        decoded = records.decode(value, 1 << 20)
+        decoded = records.decode(value, records.Limits(max_event_bytes=1 << 20))
         if isinstance(decoded, Event):
             applied = state.apply_event(decoded, offset)
             assert applied.challengers is not None
