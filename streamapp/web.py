@@ -323,7 +323,7 @@ def register(
         fields = {"model": doc.get("model")} if action == "promote" else {"seq": doc.get("seq")}
         value = records.encode({"id": f"control-{uuid.uuid4()}", "control": action, **fields})
         try:
-            control = records.decode(value, settings.max_event_bytes)
+            control = records.decode(value, records.Limits.from_settings(settings))
         except records.BadEvent as exc:
             return error(400, str(exc))
         assert isinstance(control, records.Control)
@@ -418,7 +418,7 @@ def register(
         if not isinstance(probes, list) or len(probes) > MAX_PROBES:
             return error(400, f"'x' must be a list of at most {MAX_PROBES} feature objects")
         try:
-            features = [records.features(x) for x in probes]
+            features = [records.features(x, records.Limits.from_settings(settings)) for x in probes]
         except records.BadEvent as exc:
             return error(400, str(exc))
         state = learner.states[p]
