@@ -1,0 +1,415 @@
+"""The HTTP API as one table: what each endpoint takes, answers and needs, and its OpenAPI 3 form.
+
+The table is the single source of truth: the web layer refuses any route that is not in it (so
+Faust's own views can never be served by accident), takes each request's access level from it,
+and serves the OpenAPI document built from it at `GET /openapi.json`, which the fuzz tests read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamapp.access import CHANGE, OPEN, READ
+from streamapp.settings import Settings
+
+#: most feature sets one `POST /models/{partition}/predict` scores (see README, "Web views")
+MAX_PROBES = 1000
+#: largest request body the workers read (aiohttp's client_max_size): larger ones get 413
+MAX_BODY_BYTES = 1024 * 1024
+JSON = "application/json"
+ERROR = "Error"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    description: str
+    schema: str | None = ERROR  # a name in components/schemas; None: no body described
+    media: str = JSON
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str  # lower case, as OpenAPI writes it
+    path: str  # aiohttp's canonical form: /models/{partition}
+    access: str  # access.OPEN | READ | CHANGE
+    summary: str
+    responses: Mapping[int, Answer]
+    parameters: tuple[str, ...] = ()  # names in PARAMETERS
+    body: str | None = None  # a name in components/schemas
+    description: str = ""
+    operation_id: str = field(default="")
+
+
+UNKNOWN_PARTITION = Answer("No such partition (not a number of 0..partitions-1).")
+NO_OWNER = Answer("The partition's owner does not answer, may not be contacted, or the group rebalances.")
+BAD_BODY = Answer("The body is not what the endpoint takes (the reason says what).")
+NO_READ = Answer("The read token is required and missing or wrong.", headers=("WWW-Authenticate",))
+NO_API = Answer("The API token is missing or wrong.", headers=("WWW-Authenticate",))
+TOO_LARGE = Answer(f"The body is over {MAX_BODY_BYTES} bytes.")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/", OPEN, "The live dashboard (one self-contained HTML page)",
+              {200: Answer("The page; it asks for the read token when /models needs one.",
+                           "Text", "text/html")},
+              operation_id="dashboard"),
+    Operation("get", "/health", OPEN, "Liveness: the process answers",
+              {200: Answer("Alive.", "Health")}, operation_id="health"),
+    Operation("get", "/ready", OPEN, "Readiness: joined the group and recovered its partitions",
+              {200: Answer("Ready.", "Ready"),
+               503: Answer("Not ready yet; the reason is in `state`.", "Ready")},
+              operation_id="ready"),
+    Operation("get", "/metrics", OPEN, "Prometheus metrics (text exposition format)",
+              {200: Answer("The metrics.", "Text", "text/plain")}, operation_id="metrics"),
+    Operation("get", "/openapi.json", OPEN, "This document",
+              {200: Answer("The OpenAPI document.", "Document")}, operation_id="openapi"),
+    Operation("get", "/models", READ, "Every partition of the cluster, with its owner",
+              {200: Answer("Every partition; unknown ones are `unavailable` with the reason.", "Cluster"),
+               401: NO_READ},
+              operation_id="models"),
+    Operation("get", "/models/local", READ, "The partitions this worker serves",
+              {200: Answer("This worker's partitions.", "Local"),
+               401: NO_READ},
+              operation_id="models_local"),
+    Operation("get", "/models/{partition}", READ, "One partition in detail, with the model's parameters",
+              {200: Answer("The partition.", "Partition"),
+               401: NO_READ,
+               404: UNKNOWN_PARTITION, 503: NO_OWNER},
+              ("partition",), operation_id="model"),
+    Operation("get", "/models/{partition}/snapshots", READ, "The partition's kept snapshots (headers only)",
+              {200: Answer("What a rollback can return to, newest first.", "Snapshots"),
+               401: NO_READ,
+               404: UNKNOWN_PARTITION, 503: NO_OWNER},
+              ("partition",), operation_id="snapshots"),
+    Operation("get", "/models/{partition}/snapshot", CHANGE, "Download a kept snapshot as written",
+              {200: Answer("The snapshot's bytes (the newest, or `seq`).",
+                           "Binary", "application/octet-stream"),
+               400: Answer("`seq` is not a snapshot number."),
+               401: NO_API,
+               403: Answer("No STREAMAPP_API_TOKEN is configured: downloads are off."),
+               404: Answer("No such partition, or it keeps no such snapshot."), 503: NO_OWNER},
+              ("partition", "seq"), operation_id="snapshot"),
+    Operation("post", "/models/{partition}/promote", CHANGE,
+              "Make another of the partition's models the champion",
+              {200: Answer("Written into the partition's log and applied.", "Change"),
+               202: Answer("Written, not applied within 30 s.", "Change"),
+               400: BAD_BODY,
+               401: NO_API,
+               403: Answer("No STREAMAPP_API_TOKEN is configured: changes are off."),
+               404: Answer("No such partition, or the partition has no such model."),
+               409: Answer("Refused when applied (the outcome says why).", "Change"),
+               413: TOO_LARGE, 503: NO_OWNER},
+              ("partition",), "Promote", operation_id="promote"),
+    Operation("post", "/models/{partition}/rollback", CHANGE,
+              "Return the partition's models to a kept snapshot",
+              {200: Answer("Written into the partition's log and applied.", "Change"),
+               202: Answer("Written, not applied within 30 s.", "Change"),
+               400: BAD_BODY,
+               401: NO_API,
+               403: Answer("No STREAMAPP_API_TOKEN is configured: changes are off."),
+               404: Answer("No such partition, or it keeps no such snapshot."),
+               409: Answer("Refused when applied (the outcome says why).", "Change"),
+               413: TOO_LARGE,
+               429: Answer("The partition was rolled back less than STREAMAPP_ROLLBACK_MIN_INTERVAL ago.",
+                           headers=("Retry-After",)),
+               503: NO_OWNER},
+              ("partition",), "Rollback", operation_id="rollback"),
+    Operation("post", "/promote", CHANGE, "Promote a model on every partition, through each owner",
+              {200: Answer("Every partition promoted it (or it already was champion).", "Everywhere"),
+               202: Answer("Written everywhere, not applied everywhere within 30 s.", "Everywhere"),
+               207: Answer("A mix of outcomes: see each partition's `status`.", "Everywhere"),
+               400: BAD_BODY,
+               401: NO_API,
+               403: Answer("No STREAMAPP_API_TOKEN is configured: changes are off."),
+               404: Answer("No partition has the model (each partition's answer is in `partitions`).",
+                           "EverywhereError"),
+               409: Answer("Every partition refused it (each partition's answer is in `partitions`).",
+                           "EverywhereError"),
+               413: TOO_LARGE,
+               503: Answer("Some partitions have no owner, or no owner answered.", "EverywhereError")},
+              body="Promote", operation_id="promote_everywhere"),
+    Operation("post", "/models/{partition}/predict", READ, "Score feature sets with one partition's champion",
+              {200: Answer("One prediction per feature set, and the model version.", "Predictions"),
+               400: BAD_BODY,
+               401: NO_READ,
+               404: UNKNOWN_PARTITION, 413: TOO_LARGE,
+               422: Answer("The model cannot score these features (the reason is the model's)."),
+               503: NO_OWNER},
+              ("partition",), "Probes", operation_id="predict_partition"),
+    Operation("post", "/predict", READ, "Score one event by key, with its partition's champion",
+              {200: Answer("The prediction, the partition, its owner and the model version.", "Prediction"),
+               400: BAD_BODY,
+               401: NO_READ,
+               413: TOO_LARGE,
+               422: Answer("The model cannot score these features (the reason is the model's)."),
+               503: NO_OWNER},
+              body="Event", operation_id="predict"),
+)  # fmt: skip
+
+_BY_ROUTE = {(op.method, op.path): op for op in OPERATIONS}
+PATHS = frozenset(op.path for op in OPERATIONS)
+
+
+def operation(method: str, path: str) -> Operation | None:
+    """The table's entry for a request (HEAD is GET without a body), or None."""
+    method = method.lower()
+    return _BY_ROUTE.get(("get" if method == "head" else method, path))
+
+
+def allowed_methods(path: str) -> list[str]:
+    methods = sorted({op.method.upper() for op in OPERATIONS if op.path == path})
+    return [*methods, "HEAD"] if "GET" in methods else methods
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    obj = {"type": "object"}
+    number = {"type": "number", "minimum": -settings.max_abs_number, "maximum": settings.max_abs_number}
+    text = {"type": "string", "maxLength": settings.max_name_length}
+    version = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string"}, "snapshot_seq": {"type": "integer"}},
+    }
+    change = {
+        "type": "object",
+        "required": ["partition", "offset", "outcome"],
+        "properties": {
+            "partition": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "outcome": {"type": "string"},
+            "model": version,
+        },
+    }
+    each = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["partition", "status"],
+            "properties": {"partition": {"type": "integer"}, "status": {"type": "integer"}},
+        },
+    }
+    return {
+        ERROR: {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string", "description": "Why the request was refused."}},
+        },
+        "Text": {"type": "string"},
+        "Binary": {"type": "string", "format": "binary"},
+        "Document": obj,
+        "Health": {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok"]}}},
+        "Ready": {
+            "type": "object",
+            "required": ["ready", "state", "partitions"],
+            "properties": {
+                "ready": {"type": "boolean"},
+                "state": {"type": "string"},
+                "partitions": {"type": "array", "items": {"type": "integer"}},
+            },
+        },
+        "Local": {
+            "type": "object",
+            "required": ["worker", "ready", "state", "partitions"],
+            "properties": {
+                "worker": {"type": "string"},
+                "ready": {"type": "boolean"},
+                "state": {"type": "string"},
+                "partitions": {"type": "array", "items": {"type": "object", "required": ["partition"]}},
+            },
+        },
+        "Cluster": {
+            "type": "object",
+            "required": ["worker", "time", "workers", "partitions"],
+            "properties": {
+                "worker": {"type": "string"},
+                "time": {"type": "number"},
+                "workers": {"type": "object", "additionalProperties": {"type": "object", "required": ["ok"]}},
+                "partitions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["partition", "status"],
+                        "properties": {
+                            "partition": {"type": "integer"},
+                            "status": {"enum": ["served", "unavailable"]},
+                            "owner": {"type": "string", "nullable": True},
+                            "reason": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "Partition": {
+            "type": "object",
+            "required": ["partition", "worker", "model", "parameters", "memory_bytes"],
+            "properties": {
+                "partition": {"type": "integer"},
+                "worker": {"type": "string"},
+                "model": {"type": "string"},
+                "parameters": obj,
+                "memory_bytes": {"type": "integer"},
+            },
+        },
+        "Snapshots": {
+            "type": "object",
+            "required": ["partition", "snapshots"],
+            "properties": {
+                "partition": {"type": "integer"},
+                "snapshots": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["seq", "offset"]},
+                },
+            },
+        },
+        "Change": change,
+        "Everywhere": {"type": "object", "required": ["partitions"], "properties": {"partitions": each}},
+        "EverywhereError": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}, "partitions": each},
+        },
+        "Features": {
+            "type": "object",
+            "description": f"Feature name (up to {settings.max_name_length} characters) to value.",
+            "maxProperties": settings.max_features,
+            "additionalProperties": {"anyOf": [number, text, {"type": "boolean"}]},
+        },
+        "Promote": {
+            "type": "object",
+            "required": ["model"],
+            "properties": {"model": {**text, "minLength": 1, "description": "A model of the partition."}},
+        },
+        "Rollback": {
+            "type": "object",
+            "required": ["seq"],
+            "properties": {"seq": {"type": "integer", "minimum": 1, "maximum": 999_999_999}},
+        },
+        "Probes": {
+            "type": "object",
+            "required": ["x"],
+            "properties": {
+                "x": {
+                    "type": "array",
+                    "maxItems": MAX_PROBES,
+                    "items": {"$ref": "#/components/schemas/Features"},
+                }
+            },
+        },
+        "Event": {
+            "type": "object",
+            "required": ["key", "x"],
+            "properties": {
+                "key": {"type": "string", "description": "The key the producers use."},
+                "x": {"$ref": "#/components/schemas/Features"},
+            },
+        },
+        "Predictions": {
+            "type": "object",
+            "required": ["predictions", "model"],
+            "properties": {"predictions": {"type": "array", "items": obj}, "model": version},
+        },
+        "Prediction": {
+            "type": "object",
+            "required": ["key", "partition", "prediction", "model"],
+            "properties": {
+                "key": {"type": "string"},
+                "partition": {"type": "integer"},
+                "owner": {"type": "string", "nullable": True},
+                "prediction": obj,
+                "model": version,
+            },
+        },
+    }
+
+
+def _security(level: str, settings: Settings) -> list[dict[str, list[str]]]:
+    if level == CHANGE:
+        return [{"apiToken": []}]
+    if level == READ and settings.read_token:
+        return [{"readToken": []}, {"apiToken": []}]
+    return []
+
+
+def document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.0 document of a worker with these settings (bounds, which tokens are on)."""
+    parameters = {
+        "partition": {
+            "name": "partition",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0, "maximum": settings.partitions - 1},
+        },
+        "seq": {
+            "name": "seq",
+            "in": "query",
+            "required": False,
+            "description": "A kept snapshot's number; without it, the newest.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+        },
+    }
+    headers = {
+        "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer."},
+        "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."},
+    }
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        entry: dict[str, Any] = {
+            "operationId": op.operation_id,
+            "summary": op.summary,
+            "security": _security(op.access, settings),
+            "x-streamapp-access": op.access,
+            "responses": {
+                str(status): {
+                    "description": answer.description,
+                    **(
+                        {
+                            "content": {
+                                answer.media: {"schema": {"$ref": f"#/components/schemas/{answer.schema}"}}
+                            }
+                        }
+                        if answer.schema
+                        else {}
+                    ),
+                    **({"headers": {h: headers[h] for h in answer.headers}} if answer.headers else {}),
+                }
+                for status, answer in sorted(op.responses.items())
+            },
+        }
+        if op.parameters:
+            entry["parameters"] = [parameters[name] for name in op.parameters]
+        if op.body:
+            schema = {"$ref": f"#/components/schemas/{op.body}"}
+            entry["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
+        paths.setdefault(op.path, {})[op.method] = entry
+    read = "open on this cluster (no STREAMAPP_READ_TOKEN)" if not settings.read_token else "required"
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "streamapp",
+            "version": "1",
+            "description": (
+                "Every worker answers for the whole cluster and forwards a partition's requests to "
+                "its owner, signed with the workers' key (never with the client's token). Every 4xx "
+                'and 5xx answer is JSON: {"error": reason}. Read token: '
+                f"{read}; the API token is accepted wherever the read token is."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(settings),
+            "securitySchemes": {
+                "readToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "STREAMAPP_READ_TOKEN: scoring and model internals.",
+                },
+                "apiToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "STREAMAPP_API_TOKEN: changes and snapshot downloads (and reads).",
+                },
+            },
+        },
+    }
