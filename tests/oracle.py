@@ -53,7 +53,10 @@ class _Question(dict[str, Any]):
 
 
 def river_on_log(
-    docs: Sequence[dict[str, Any]], build: Callable[[], base.Estimator], names: Sequence[str]
+    docs: Sequence[dict[str, Any]],
+    build: Callable[[], base.Estimator],
+    names: Sequence[str],
+    predict: str = "predict_proba_one",
 ) -> tuple[dict[str, float], dict[int, Any], base.Estimator]:
     """River on a partition's log as it arrived: each event (at its offset) is a question, its
     label the answer at the offset of the label, inline or a later label record. Returns each
@@ -87,7 +90,7 @@ def river_on_log(
     model, predictions = build(), {}
     for _, x, y in stream_qa(stream, moment, delay):
         if y is None:
-            predictions[x.asked] = model.predict_proba_one(x)
+            predictions[x.asked] = getattr(model, predict)(x)
         else:
             model.learn_one(x, y)
     return scores, predictions, model

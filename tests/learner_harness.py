@@ -1,0 +1,114 @@
+"""The worker's per-message path (Learner.handle_batch) with its outputs kept in memory.
+
+Only the outputs are stand-ins: the learner, the partition state, the decoder, the checks and
+the models are the worker's own, so a property shown here holds for every record a worker reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import ConsumerRecord
+from faust.types import TP
+
+from streamapp import models
+from streamapp.agent import Learner
+from streamapp.settings import Settings
+from streamapp.signing import Signer
+from tests import TEST_SIGNING_KEY
+
+TOPIC = "events"
+
+
+class _Outbox:
+    def __init__(self, sink: list[tuple[bytes | None, bytes]]) -> None:
+        self.sink = sink
+
+    async def add(self, key: bytes | None, value: bytes) -> None:
+        self.sink.append((key, value))
+
+    async def send(self) -> None:
+        return None
+
+
+@dataclass
+class Harness:
+    """A Learner over one partition whose predictions and dead letters land in lists."""
+
+    learner: Learner
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    #: (offset, reason) of every dead letter
+    deadletters: list[tuple[int, str]] = field(default_factory=list)
+    snapshots: dict[str, bytes] = field(default_factory=dict)
+    offset: int = 0
+
+    @classmethod
+    def build(cls, **settings: str) -> Harness:
+        env = {"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY}
+        env.update({f"STREAMAPP_{k.upper()}": v for k, v in settings.items()})
+        config = Settings.from_env(env)
+        spec = models.resolve(config.model, config.task)
+        challengers = models.resolve_challengers(config.challengers, spec)
+        sink: list[tuple[bytes | None, bytes]] = []
+        harness: Harness
+
+        async def emit(topic: str, partition: int, key: Any, value: Any, headers: Any) -> None:
+            found = dict(headers)
+            offset = int(found["streamapp.source.offset"])
+            harness.deadletters.append((offset, found["streamapp.error.reason"].decode()))
+
+        async def nothing(*args: object) -> None:
+            return None
+
+        def save(tp: TP, key: str, blob: bytes) -> None:
+            harness.snapshots[key] = blob
+
+        def outbox(topic: str, partition: int) -> _Outbox:
+            return _Outbox(sink)
+
+        learner = Learner(
+            config, spec, challengers, {}, save, emit, outbox, nothing, nothing, Signer.from_settings(config)
+        )
+        harness = cls(learner)
+        learner.snapshots = harness.snapshots
+        harness._sink = sink  # type: ignore[attr-defined]
+        return harness
+
+    @property
+    def state(self) -> Any:
+        return self.learner.states[0]
+
+    def feed(
+        self,
+        values: Sequence[bytes | None],
+        headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Hand `values` to the learner as the next offsets of partition 0, in one fetched batch."""
+        timestamp = int((time.time() if at is None else at) * 1000)
+        batch = [
+            ConsumerRecord(
+                TOPIC,
+                0,
+                self.offset + i,
+                timestamp,
+                0,
+                b"key",
+                value,
+                None,
+                3,
+                len(value or b""),
+                tuple(headers[i]) if headers else (),
+            )
+            for i, value in enumerate(values)
+        ]
+        self.offset += len(values)
+        asyncio.run(self.learner.handle_batch(TP(TOPIC, 0), batch, lambda: True))
+        sink = self._sink  # type: ignore[attr-defined]
+        self.predictions.extend(orjson.loads(value) for _, value in sink)
+        sink.clear()
