@@ -364,6 +364,15 @@ class Settings:
                 f"{PREFIX}KAFKA_MAX_MESSAGE_BYTES ({self.kafka_max_message_bytes}), which leaves room "
                 "for the record's framing"
             )
+        if self.pending_labels_max_bytes > self.max_snapshot_bytes // 2:
+            # Waiting events pickle to 0.65-0.9 of their JSON (card events, one or two models):
+            # half the snapshot leaves the other half for the models, so they alone never make a
+            # partition's state too large to snapshot.
+            raise ConfigError(
+                f"{PREFIX}PENDING_LABELS_MAX_BYTES ({self.pending_labels_max_bytes}) must be at most "
+                f"half of {PREFIX}MAX_SNAPSHOT_BYTES ({self.max_snapshot_bytes}): the events waiting "
+                "for a label are part of every snapshot"
+            )
         if self.model in self.challengers:
             raise ConfigError(
                 f"{PREFIX}CHALLENGERS names the champion {self.model!r} ({PREFIX}MODEL); "

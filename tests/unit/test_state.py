@@ -288,3 +288,96 @@ def test_the_log_oracle_is_rivers_progressive_validation() -> None:
         assert scores == river_scores(stream, spec.build, ["rocauc", "accuracy"], delay=delay or None)
         if not delay:
             assert list(predictions.values()) == river_predictions(stream, spec.build, "rocauc")
+
+
+# -- a message that does not fit the partition changes nothing --------------------------------
+
+
+def _binary_state(**bounds: Any) -> PartitionState:
+    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=100)
+    for name, value in bounds.items():
+        setattr(state, name, value)
+    state.apply_event(Event("a", {"amount": 1.0, "merchant": "fuel"}, True, None), 0)
+    state.apply_event(Event("b", {"amount": 2.0, "merchant": "fuel"}, None, None), 1)
+    return state
+
+
+def _fingerprint(state: PartitionState) -> tuple[Any, ...]:
+    return (
+        state.metrics.values(),
+        state.model.predict_proba_one({"amount": 1.5, "merchant": "fuel"}),
+        dict(state.pending),
+        state.events_learned,
+        state.offset,
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (Event("c", {"amount": 1.0}, "yes", None), "a binary partition learns bool or int"),
+        (Event("c", {"amount": 1.0}, 2, None), "must be true/false or 1/0"),
+        (Event("c", {"amount": 1.0}, 1, None), "this partition has learned bool labels"),
+        (Event("c", {"amount": "high"}, True, None), "'amount' is a number in this partition, got a string"),
+        (Event("c", {"merchant": 7}, None, None), "'merchant' is a string in this partition, got a number"),
+        (records.LateLabel("b", "abc"), "a binary partition learns bool or int"),
+        (records.LateLabel("b", 0.5), "is a float"),
+    ],
+)
+def test_a_message_that_does_not_fit_is_refused_before_anything_changes(message: Any, reason: str) -> None:
+    state = _binary_state()
+    before = _fingerprint(state)
+    with pytest.raises(records.BadEvent, match=reason):
+        if isinstance(message, Event):
+            state.apply_event(message, 2)
+        else:
+            state.apply_label(message, 2)
+    assert _fingerprint(state) == before
+    assert "b" in state.pending, "the event keeps waiting for a label that fits"
+    assert state.apply_label(records.LateLabel("b", False), 2), "and learns it"
+
+
+def test_regression_refuses_labels_that_are_not_numbers() -> None:
+    state = PartitionState(0, models.resolve("linear_regression"), pending_max=10)
+    state.apply_event(Event("a", {"f": 1.0}, None, None), 0)
+    for bad in ("abc", True):
+        with pytest.raises(records.BadEvent, match="a regression partition learns int or float"):
+            state.apply_label(records.LateLabel("a", bad), 1)
+    assert state.apply_label(records.LateLabel("a", 3), 1)  # ints and floats mix in regression
+    state.apply_event(Event("b", {"f": 2.0}, 2.5, None), 2)
+    assert state.events_learned == 2
+
+
+def test_multiclass_learns_at_most_max_classes() -> None:
+    spec = models.resolve("hoeffding_tree", "multiclass")
+    state = PartitionState(0, spec, pending_max=0)
+    state.max_classes = 3
+    for offset, label in enumerate(["a", "b", "c", "a"]):
+        state.apply_event(Event(str(offset), {"f": 1.0}, label, None), offset)
+    with pytest.raises(records.BadEvent, match=r"would be class 4, over 3 \(STREAMAPP_MAX_CLASSES\)"):
+        state.apply_event(Event("x", {"f": 1.0}, "d", None), 4)
+    with pytest.raises(records.BadEvent, match="has learned str labels"):
+        state.apply_event(Event("x", {"f": 1.0}, 1, None), 4)
+    assert state.classes == {"a", "b", "c"}
+
+
+def test_waiting_events_are_bounded_in_bytes_the_oldest_going_first() -> None:
+    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=1000)
+    state.pending_max_bytes = 1000
+    for offset in range(10):
+        state.apply_event(Event(f"e{offset}", {"f": 1.0}, None, None, size=300), offset)
+    assert list(state.pending) == ["e7", "e8", "e9"] and state.pending_bytes == 900
+    assert state.pending_evicted == 7
+    state.apply_label(records.LateLabel("e8", True), 10)
+    assert state.pending_bytes == 600
+    state.apply_event(Event("e9", {"f": 2.0}, None, None, size=50), 11)  # the same id again
+    assert list(state.pending) == ["e7", "e9"] and state.pending_bytes == 350
+
+
+def test_rollbacks_are_rate_limited_in_record_time() -> None:
+    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=0)
+    state.rollback_min_interval = 60.0
+    assert state.rollback_wait(1000.0) == 0.0
+    state.roll_back(PartitionState(0, models.resolve("hoeffding_tree"), pending_max=0), 1, 0, at=1000.0)
+    assert state.rollback_wait(1030.0) == 30.0
+    assert state.rollback_wait(1060.0) == 0.0
