@@ -13,6 +13,11 @@
 # SASL_SSL on $KAFKA_SASL_PORT (9094) for the managed-Kafka settings' tests: PLAIN, SCRAM-SHA-256
 # and SCRAM-SHA-512, user "streamapp", password "streamapp-secret", a certificate for 127.0.0.1
 # signed by a throw-away CA made here with the JDK's keytool ($KAFKA_HOME/ssl/ca.pem).
+#
+# Authorization: KRaft's StandardAuthorizer, deny unless an ACL allows. Super users: User:ANONYMOUS
+# (PLAINTEXT and controller listeners) and User:streamapp. One SASL user per role, "worker",
+# "producer" and "keda" (password "<user>-secret", every mechanism), gets exactly the ACLs of
+# tools/kafka/acls.txt, which this script applies after every start (one JVM, KafkaAcls.java).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -31,6 +36,9 @@ ssl_dir="$KAFKA_HOME/ssl"
 ssl_password="streamapp-test-keystore"
 sasl_user="streamapp"
 sasl_password="streamapp-secret"
+# The per-role users of tools/kafka/acls.txt; the PLAIN ones are in server.properties too.
+role_users=(worker producer keda)
+acl_tool="$KAFKA_HOME/acl-tool"
 
 die() { echo "kafka: $*" >&2; exit 1; }
 
@@ -41,6 +49,7 @@ require_tools() {
   major="$(java -XshowSettings:properties -version 2>&1 | sed -n 's/.*java.specification.version = \([0-9]*\).*/\1/p')"
   [ "${major:-0}" -ge 17 ] || die "Kafka 4.x needs Java 17 or newer, found Java ${major:-unknown}"
   command -v keytool >/dev/null 2>&1 || die "keytool not found: it comes with the JDK (put its bin/ on the PATH)"
+  command -v javac >/dev/null 2>&1 || die "javac not found: install a JDK, not only a JRE (Debian: openjdk-17-jdk-headless)"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; }
@@ -86,6 +95,24 @@ make_certs() {
   } >"$ssl_dir/keytool.log" 2>&1 || { cat "$ssl_dir/keytool.log" >&2; rm -f "$ssl_dir/broker.p12"; die "keytool could not make the test certificates"; }
 }
 
+build_acl_tool() {
+  # KafkaAcls.java compiled once per content against the fetched kafka-clients (javac: ~2 s).
+  local stamp; stamp="$acl_tool/.stamp-$(cat "$here/KafkaAcls.java" "$libs"/.stamp-* | sha256sum | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  rm -rf "$acl_tool"; mkdir -p "$acl_tool"
+  javac -nowarn -d "$acl_tool" -cp "$libs/*" "$here/KafkaAcls.java" >"$KAFKA_HOME/acl-tool.log" 2>&1 \
+    || { cat "$KAFKA_HOME/acl-tool.log" >&2; die "could not compile tools/kafka/KafkaAcls.java"; }
+  touch "$stamp"
+}
+
+apply_acls() {
+  # As a super user (PLAINTEXT: User:ANONYMOUS). ACLs live in the metadata log, so a restart keeps
+  # them; applying again anyway makes the broker's set equal to the file's (stale ones removed).
+  java -Xmx128m -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$KAFKA_HOME/config/tools-log4j2.properties" \
+      -cp "$acl_tool:$libs/*" KafkaAcls "127.0.0.1:$KAFKA_PORT" "$here/acls.txt" \
+    || die "could not apply the ACLs of tools/kafka/acls.txt (log: $logfile)"
+}
+
 write_config() {
   mkdir -p "$KAFKA_HOME/config"
   sed -e "s#@DATA@#$KAFKA_HOME/data#g" -e "s#@PORT@#$KAFKA_PORT#g" \
@@ -113,16 +140,23 @@ up() {
   require_tools
   fetch_libs
   make_certs
+  build_acl_tool
   write_config
   local t0; t0=$(date +%s.%N)
   if [ "${1:-fresh}" = fresh ]; then
     # A throw-away broker: a fresh data dir on every start, so no state leaks between runs.
     rm -rf "$KAFKA_HOME/data"; mkdir -p "$KAFKA_HOME/data"
+    local scram=(--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]"
+                 --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]")
+    local user
+    for user in "${role_users[@]}"; do
+      scram+=(--add-scram "SCRAM-SHA-256=[name=$user,password=$user-secret]"
+              --add-scram "SCRAM-SHA-512=[name=$user,password=$user-secret]")
+    done
     java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/config/tools-log4j2.properties" \
         -cp "$libs/*" kafka.tools.StorageTool format --standalone --cluster-id "$(cluster_id)" \
         --config "$KAFKA_HOME/config/server.properties" \
-        --add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]" \
-        --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]" \
+        "${scram[@]}" \
         >"$KAFKA_HOME/format.log" 2>&1 \
         || { cat "$KAFKA_HOME/format.log" >&2; die "formatting the data dir failed"; }
   fi
@@ -144,6 +178,7 @@ up() {
     fi
     sleep 0.2
   done
+  apply_acls
   printf "kafka: ready on 127.0.0.1:%s (pid %s, started in %ss, log %s)\n" \
     "$KAFKA_PORT" "$pid" "$(python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$t0")" "$logfile"
 }
@@ -166,6 +201,6 @@ case "${1:-}" in
   restart)
     [ -f "$KAFKA_HOME/data/meta.properties" ] || die "no broker data to restart with: use 'up'"
     down; up keep ;;
-  status) port_open && echo "kafka: up on 127.0.0.1:$KAFKA_PORT" || { echo "kafka: down"; exit 1; } ;;
+  status) if port_open; then echo "kafka: up on 127.0.0.1:$KAFKA_PORT"; else echo "kafka: down"; exit 1; fi ;;
   *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac
