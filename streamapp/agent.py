@@ -99,6 +99,14 @@ class Learner:
         self.limits = Limits.from_settings(settings)
         self.states: dict[int, PartitionState] = {}
         self.timings: dict[int, Timing] = {}
+        #: verified headers of each partition's kept snapshots, by table key: listings and the
+        #: rollback check read these instead of the values (up to 64 MiB each)
+        self._headers: dict[int, dict[str, snapshot.Header]] = {}
+        #: snapshots refused (unsigned, forged, another partition's, a forbidden global) by
+        #: partition, since this worker started
+        self.snapshots_refused: dict[int, int] = {}
+        #: packages of configured model factories, whose classes a snapshot may hold
+        self._packages = snapshot.factory_packages([spec.name, *(c.name for c in challengers)])
         self._seeks: set[asyncio.Future[None]] = set()
 
     # -- partition ownership ---------------------------------------------------------------------
@@ -109,6 +117,8 @@ class Learner:
             del self.states[partition]
             self.timings.pop(partition, None)
             log.info("partition %d: revoked, state released", partition)
+        for partition in set(self._headers) - partitions:
+            del self._headers[partition]  # its next owner writes the table now
 
     def state_for(self, partition: int) -> PartitionState:
         """The live state; recovery normally placed it, else load it as recovery would."""
@@ -147,8 +157,17 @@ class Learner:
         state.configure(settings)
         return state
 
+    def _refused(self, partition: int, which: str, exc: snapshot.SnapshotError) -> None:
+        """Log and count a snapshot that is not trusted; recovery and rollback pass over it."""
+        self.snapshots_refused[partition] = self.snapshots_refused.get(partition, 0) + 1
+        log.error("partition %d: SNAPSHOT REFUSED (%s): %s", partition, which, exc)
+
     def kept_snapshots(self, partition: int) -> list[tuple[snapshot.Header, bytes]]:
-        """The partition's kept snapshots whose header reads, newest first."""
+        """The partition's kept snapshots whose signature verifies for it, newest first.
+
+        Reads every value (up to 64 MiB each): for recovery and downloads; listings use
+        kept_headers. Refreshes the header cache; the refused ones are logged and counted.
+        """
         keys = [
             snapshot_key(partition, slot, self.settings.snapshots_kept)
             for slot in range(self.settings.snapshots_kept)
@@ -159,35 +178,48 @@ class Learner:
             if blob is None:
                 continue
             try:
-                found.append((snapshot.read_header(blob), blob))
+                found.append((key, snapshot.verify(blob, self.signer, partition), blob))
             except snapshot.SnapshotError as exc:
-                log.error("partition %d: snapshot %s unreadable: %s", partition, key, exc)
-        return sorted(found, key=lambda found: -found[0].seq)
+                self._refused(partition, f"slot {key}", exc)
+        found.sort(key=lambda found: -found[1].seq)
+        self._headers[partition] = {key: header for key, header, _ in found}
+        return [(header, blob) for _, header, blob in found]
 
-    def load_snapshot(self, header: snapshot.Header, blob: bytes) -> PartitionState:
-        """A kept snapshot as a state fitted to the configured models (raises SnapshotError)."""
-        _, state = snapshot.decode(blob)
+    def kept_headers(self, partition: int) -> list[snapshot.Header]:
+        """The headers of the partition's verified kept snapshots, newest first, from memory
+        (read once from the table, then kept up to date by this worker's own writes)."""
+        if partition not in self._headers:
+            self.kept_snapshots(partition)
+        return sorted(self._headers[partition].values(), key=lambda header: -header.seq)
+
+    def load_snapshot(self, partition: int, blob: bytes) -> tuple[snapshot.Header, PartitionState]:
+        """A kept snapshot of `partition` as a state fitted to the configured models; raises
+        SnapshotError (SnapshotRefused when it is not trusted: nothing of it was unpickled)."""
+        header, state = snapshot.decode(blob, self.signer, partition, self._packages)
         state.restored(header.seq, header.offset, len(blob), header.created, self.spec)
         state.align((self.spec, *self.challengers), self.settings.promote_after, self.settings.promote_margin)
         state.configure(self.settings)
-        return state
+        return header, state
 
     def _restore(self, partition: int) -> tuple[PartitionState, str]:
-        """The newest kept snapshot that decodes (an older one when the newest is damaged: replay
-        from its offset is just as exact), or a new model."""
+        """The newest kept snapshot that verifies and decodes (an older one when the newest is
+        damaged or refused: replay from its offset is just as exact), or a new model."""
         configured = {self.spec.name, *(c.name for c in self.challengers)}
         for header, blob in self.kept_snapshots(partition):
+            if not configured & set(header.models):
+                log.error(
+                    "partition %d: snapshot #%d holds models %s, none of them configured "
+                    "(STREAMAPP_MODEL, STREAMAPP_CHALLENGERS); starting a new model",
+                    partition,
+                    header.seq,
+                    header.models,
+                )
+                break
             try:
-                if not configured & set(header.models or [header.model]):
-                    log.error(
-                        "partition %d: snapshot #%d holds models %s, none of them configured "
-                        "(STREAMAPP_MODEL, STREAMAPP_CHALLENGERS); starting a new model",
-                        partition,
-                        header.seq,
-                        header.models or [header.model],
-                    )
-                    break
-                state = self.load_snapshot(header, blob)
+                _, state = self.load_snapshot(partition, blob)
+            except snapshot.SnapshotRefused as exc:
+                self._refused(partition, f"#{header.seq}", exc)
+                continue
             except snapshot.SnapshotError as exc:
                 log.error("partition %d: SNAPSHOT #%d UNUSABLE: %s", partition, header.seq, exc)
                 continue
@@ -364,14 +396,21 @@ class Learner:
         if wait:
             why = f"rate-limited: next rollback allowed in {wait:.0f} s (STREAMAPP_ROLLBACK_MIN_INTERVAL)"
             return state.refuse(offset, control.describe(), why)
-        kept = {header.seq: (header, blob) for header, blob in self.kept_snapshots(state.partition)}
         assert control.seq is not None
-        if control.seq not in kept:
-            why = f"snapshot #{control.seq} is not kept (kept: {sorted(kept) or 'none'})"
+        partition = state.partition
+        kept = sorted(header.seq for header in self.kept_headers(partition))
+        slot = next((k for k, h in self._headers[partition].items() if h.seq == control.seq), None)
+        blob = None if slot is None else self.snapshots.get(slot)
+        if blob is None:
+            why = f"snapshot #{control.seq} is not kept (kept: {kept or 'none'})"
             return state.refuse(offset, control.describe(), why)
         try:
-            older = self.load_snapshot(*kept[control.seq])
+            header, older = self.load_snapshot(partition, blob)
+            if header.seq != control.seq:
+                raise snapshot.SnapshotError(f"its slot {slot} now holds snapshot #{header.seq}")
         except snapshot.SnapshotError as exc:
+            if isinstance(exc, snapshot.SnapshotRefused):
+                self._refused(partition, f"#{control.seq}, rollback", exc)
             return state.refuse(offset, control.describe(), f"snapshot #{control.seq} unusable: {exc}")
         return state.roll_back(older, control.seq, offset, at)
 
@@ -382,15 +421,17 @@ class Learner:
 
     async def _snapshot(self, state: PartitionState, tp: TP, now: float) -> None:
         try:
-            blob = snapshot.encode(state, self.settings.max_snapshot_bytes)
+            blob = snapshot.encode(state, self.settings.max_snapshot_bytes, self.signer)
         except snapshot.SnapshotError as exc:
             # The model keeps learning in memory; recovery will replay from the last good snapshot.
             state.snapshot_failed(now)
             log.error("partition %d: SNAPSHOT NOT WRITTEN: %s", state.partition, exc)
             return
-        self.save(
-            tp, snapshot_key(state.partition, state.snapshot_seq + 1, self.settings.snapshots_kept), blob
-        )
+        key = snapshot_key(state.partition, state.snapshot_seq + 1, self.settings.snapshots_kept)
+        self.save(tp, key, blob)
+        headers = self._headers.get(state.partition)
+        if headers is not None:  # else the first listing reads the table, this one included
+            headers[key] = snapshot.read_header(blob)  # its own, just encoded
         state.snapshot_taken(len(blob), now)
         if len(blob) > FLUSH_SNAPSHOTS_OVER:
             # One large snapshot in flight at a time: the producer packs the records of every

@@ -98,6 +98,15 @@ class ModelCollector(Collector):
                 for key, score in contender.metrics.values().items():
                     metric.add_metric([str(partition), contender.name, role, key], score)
         yield from (age, lag, metric)
+        refused = CounterMetricFamily(
+            "streamapp_snapshots_refused",
+            "Snapshots this worker refused to load (unsigned, forged, another partition's, a forbidden "
+            "global): recovery and rollback passed over them.",
+            labels=["partition"],
+        )
+        for partition, count in sorted(self.learner.snapshots_refused.items()):
+            refused.add_metric([str(partition)], count)
+        yield refused
         predictions = CounterMetricFamily(
             "streamapp_predictions",
             "Predictions emitted since this worker took the partition.",
