@@ -475,10 +475,10 @@ def register(
                     "seq": h.seq,
                     "offset": h.offset,
                     "created": h.created,
-                    "bytes": len(blob),
+                    "bytes": h.payload_bytes,
                     "models": h.models,
                 }
-                for h, blob in learner.kept_snapshots(p)
+                for h in learner.kept_headers(p)
             ]
             return json({"partition": p, "snapshots": kept})
 
@@ -563,7 +563,7 @@ def register(
         if action == "promote" and event.model not in names:
             return error(404, f"partition {p} has no model {event.model!r} (models: {names})")
         if action == "rollback":
-            kept = [h.seq for h, _ in learner.kept_snapshots(p)]
+            kept = [h.seq for h in learner.kept_headers(p)]
             if event.seq not in kept:
                 return error(404, f"partition {p} keeps no snapshot #{event.seq} (kept: {kept})")
             interval = settings.rollback_min_interval
