@@ -19,10 +19,13 @@ from quixstreams import Application, State, message_context
 from bench.plain_loop import peer_arguments
 from streamapp import models, records, snapshot
 from streamapp.records import Event
+from streamapp.settings import Secret
+from streamapp.signing import Signer
 from streamapp.state import PartitionState
 
 SNAPSHOT_EVERY = 5000
 CHUNK = 512 * 1024  # characters per state value: Quix's changelog keeps the broker's 1 MB limit
+SIGNER = Signer(Secret("bench-signing-key-0123456789abcdefghij"))  # snapshots are signed, as in streamapp
 
 
 def main() -> None:
@@ -47,7 +50,7 @@ def main() -> None:
         if model.events_since_snapshot >= SNAPSHOT_EVERY:
             # Quix state values go through JSON: the snapshot travels as base64 text, in chunks
             # (a forest's snapshot passes the 1 MB record limit of Quix's changelog topic).
-            text = base64.b64encode(snapshot.encode(model, 1 << 30)).decode()
+            text = base64.b64encode(snapshot.encode(model, 1 << 30, SIGNER)).decode()
             chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)]
             for i, chunk in enumerate(chunks):
                 state.set(f"snapshot-{i}", chunk)

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamapp import snapshot
 from streamapp.settings import Settings
+from streamapp.signing import Signer
 from streamapp.web import partition_of
 from tests.integration.chaos import Cluster, run_stream
 from tests.integration.cluster import Worker, read_topic, unique_env, wait_for
@@ -136,7 +137,8 @@ def test_any_worker_answers_for_the_cluster_and_scores_any_key(cluster: Cluster)
     assert call(other, "GET", f"/models/{partition}/snapshot", token="wrong")[0] == 401
     status, blob = call(other, "GET", f"/models/{partition}/snapshot", token=TOKEN)
     assert status == 200
-    header, _ = snapshot.decode(blob)  # the test may unpickle; the workers never do
+    signer = Signer.from_settings(Settings.from_env(cluster.env))
+    header, _ = snapshot.decode(blob, signer, partition)  # signed by the workers' key
     assert header.partition == partition and header.offset == detail["snapshot"]["offset"]
 
 
