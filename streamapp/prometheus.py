@@ -30,6 +30,7 @@ COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
     ("streamapp_events", "Events applied by the partition's model (incl. refused).", lambda s: s.events_seen),
     ("streamapp_events_learned", "Events the model learned from.", lambda s: s.events_learned),
     ("streamapp_deadletters", "Events sent to the dead-letter topic.", lambda s: s.deadletters),
+    ("streamapp_model_errors", "Events a model raised on despite every check.", lambda s: s.model_errors),
     ("streamapp_labels_late", "Late labels matched to a waiting event.", lambda s: s.labels_late),
     ("streamapp_labels_unknown", "Late labels of an unknown or expired id.", lambda s: s.labels_unknown),
     ("streamapp_pending_evicted", "Unlabelled events dropped (count limit).", lambda s: s.pending_evicted),
@@ -50,6 +51,7 @@ COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
 GAUGES: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
     ("streamapp_offset_applied", "Offset of the last event applied to the model.", lambda s: s.offset),
     ("streamapp_pending_labels", "Events waiting for their label.", lambda s: len(s.pending)),
+    ("streamapp_pending_labels_bytes", "Bytes of the events waiting.", lambda s: s.pending_bytes),
     ("streamapp_snapshot_offset", "Offset the latest snapshot holds.", lambda s: s.snapshot_offset),
     ("streamapp_snapshot_sequence", "Number of the latest snapshot.", lambda s: s.snapshot_seq),
     ("streamapp_snapshot_size_bytes", "Size of the latest snapshot.", lambda s: s.snapshot_bytes),
