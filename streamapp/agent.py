@@ -47,11 +47,6 @@ def snapshot_key(partition: int, seq: int, kept: int) -> str:
     return f"p{partition}/{seq % kept}"
 
 
-def legacy_snapshot_key(partition: int) -> str:
-    """The one slot of snapshots written before several were kept."""
-    return f"p{partition}"
-
-
 @dataclass
 class Timing:
     """One partition's latency histograms and output count since this worker took it."""
@@ -168,12 +163,14 @@ class Learner:
         Reads every value (up to 64 MiB each): for recovery and downloads; listings use
         kept_headers. Refreshes the header cache; the refused ones are logged and counted.
         """
+        # Not the one key "p{partition}" of the time before several were kept: its snapshots are
+        # all unsigned, nothing ever replaces them, and each recovery would refuse them again.
         keys = [
             snapshot_key(partition, slot, self.settings.snapshots_kept)
             for slot in range(self.settings.snapshots_kept)
         ]
         found = []
-        for key in (*keys, legacy_snapshot_key(partition)):
+        for key in keys:
             blob = self.snapshots.get(key)
             if blob is None:
                 continue

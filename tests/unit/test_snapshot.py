@@ -168,7 +168,7 @@ def test_a_snapshot_from_before_challengers_is_restored_and_joined_by_them() -> 
     legacy["pending"] = type(state.pending)((k, (x, p[0])) for k, (x, p, *_) in state.pending.items())
     payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     blob = signed(payload, partition=0, offset=state.offset)  # that state, in today's envelope
-    table = {"p0": blob}  # the one key of the slot layout of that time
+    table = {snapshot_key(0, 1, 3): blob}
 
     learner = learner_over(table, challengers="naive_bayes")
     restored, source = learner.state_for_recovery(0)
