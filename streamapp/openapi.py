@@ -48,6 +48,7 @@ NO_OWNER = Answer("The partition's owner does not answer, may not be contacted, 
 BAD_BODY = Answer("The body is not what the endpoint takes (the reason says what).")
 NO_READ = Answer("The read token is required and missing or wrong.", headers=("WWW-Authenticate",))
 NO_API = Answer("The API token is missing or wrong.", headers=("WWW-Authenticate",))
+BAD_QUERY = Answer("A query parameter the endpoint does not take, or a malformed one.")
 TOO_LARGE = Answer(f"The body is over {MAX_BODY_BYTES} bytes.")
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -148,6 +149,8 @@ OPERATIONS: tuple[Operation, ...] = (
               body="Event", operation_id="predict"),
 )  # fmt: skip
 
+#: the query parameters of the table (the others are path parameters); any other is refused
+QUERY_PARAMETERS = frozenset({"seq"})
 _BY_ROUTE = {(op.method, op.path): op for op in OPERATIONS}
 PATHS = frozenset(op.path for op in OPERATIONS)
 
@@ -156,6 +159,18 @@ def operation(method: str, path: str) -> Operation | None:
     """The table's entry for a request (HEAD is GET without a body), or None."""
     method = method.lower()
     return _BY_ROUTE.get(("get" if method == "head" else method, path))
+
+
+def unknown_query(op: Operation, names: list[str]) -> str | None:
+    """Why a request's query is refused (a parameter the operation does not take, or one given
+    twice), or None."""
+    known = QUERY_PARAMETERS.intersection(op.parameters)
+    for name in names:
+        if name not in known:
+            return f"unknown query parameter {name!r} (this endpoint takes: {sorted(known) or 'none'})"
+        if names.count(name) > 1:
+            return f"query parameter {name!r} given more than once"
+    return None
 
 
 def allowed_methods(path: str) -> list[str]:
@@ -374,7 +389,7 @@ def document(settings: Settings) -> dict[str, Any]:
                     ),
                     **({"headers": {h: headers[h] for h in answer.headers}} if answer.headers else {}),
                 }
-                for status, answer in sorted(op.responses.items())
+                for status, answer in sorted({400: BAD_QUERY, **op.responses}.items())
             },
         }
         if op.parameters:

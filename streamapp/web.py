@@ -222,6 +222,9 @@ def guard(tokens: Tokens, verifier: PeerVerifier) -> Middleware:
         if refused is not None:
             challenge = {"WWW-Authenticate": 'Bearer realm="streamapp"'} if refused.status == 401 else None
             return error_response(refused.status, refused.reason, challenge)
+        bad_query = openapi.unknown_query(op, list(request.query.keys()))
+        if bad_query is not None:
+            return error_response(400, bad_query)
         return await handler(request)
 
     @aioweb.middleware

@@ -133,8 +133,12 @@ class Worker:
             raise AssertionError(
                 f"worker exited with {self.proc and self.proc.returncode}\n{self.log_tail()}"
             )
+        # Model internals need the read token when the workers have one (either token passes).
+        token = self.env.get("STREAMAPP_READ_TOKEN") or self.env.get("STREAMAPP_API_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return json.load(response)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None

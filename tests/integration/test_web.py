@@ -243,4 +243,7 @@ def test_a_model_is_promoted_on_every_partition_from_any_worker(cluster: Cluster
         assert state["model"] == "naive_bayes", partition
         assert [c["request"] for c in state["changes"]] == ["promote naive_bayes"]
     status, answer = call(w1, "POST", "/promote", json.dumps({"model": "srp"}).encode(), token=TOKEN)
-    assert status == 207 and {a["status"] for a in json.loads(answer)["partitions"]} == {404}
+    # Every partition refuses alike: that status, not a 207 "mix".
+    refused = json.loads(answer)
+    assert status == 404 and {a["status"] for a in refused["partitions"]} == {404}, answer
+    assert "no model 'srp'" in refused["error"]
