@@ -5,7 +5,9 @@ signature made for one can never pass as another: snapshots (before anything is 
 control events (promote, rollback; written by the web views into the events topic, which every
 producer may write) and worker-to-worker requests (so a worker never forwards a client's token).
 
-Fields are length-prefixed before they are hashed: ("ab", "c") and ("a", "bc") sign differently.
+Every signature also covers the app id (STREAMAPP_APP_ID), so two deployments that share a key
+still cannot pass each other's snapshots or requests. Fields are length-prefixed before they are
+hashed: ("ab", "c") and ("a", "bc") sign differently.
 During a key rotation STREAMAPP_SIGNING_KEY_PREVIOUS still verifies, never signs.
 """
 
@@ -41,25 +43,25 @@ def _chunks(purpose: str, fields: Iterable[Field]) -> Iterable[bytes | bytearray
 class Signer:
     """Signs with the current key; verifies with the current and the previous one."""
 
-    def __init__(self, key: Secret, previous: Secret | None = None) -> None:
+    def __init__(self, key: Secret, previous: Secret | None = None, app: str = "") -> None:
         if not key:
             raise ConfigError(
                 f"{PREFIX}SIGNING_KEY is not set: workers sign their snapshots, control events and "
                 "requests to each other with it. Give every worker the same secret of 32+ "
                 "characters (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+        self._app = app
         self._keys = [key.reveal().encode()]
         if previous:
             self._keys.append(previous.reveal().encode())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Signer:
-        return cls(settings.signing_key, settings.signing_key_previous)
+        return cls(settings.signing_key, settings.signing_key_previous, settings.app_id)
 
-    @staticmethod
-    def _mac(key: bytes, purpose: str, fields: Iterable[Field]) -> bytes:
+    def _mac(self, key: bytes, purpose: str, fields: Iterable[Field]) -> bytes:
         mac = hmac.new(key, digestmod=hashlib.sha256)
-        for chunk in _chunks(purpose, fields):
+        for chunk in _chunks(purpose, (self._app, *fields)):
             mac.update(chunk)
         return mac.digest()
 

@@ -27,7 +27,7 @@ from streamapp.state import PartitionState, snapshot_spread
 from tests import TEST_SIGNING_KEY
 from tests.unit.test_state import feed
 
-SIGNER = Signer(Secret(TEST_SIGNING_KEY))
+SIGNER = Signer(Secret(TEST_SIGNING_KEY), app="streamapp")  # the default STREAMAPP_APP_ID
 OTHER_KEY = "another-signing-key-0123456789abcdefghijkl"
 
 
@@ -260,11 +260,13 @@ def test_a_tampered_header_or_payload_is_refused() -> None:
 
 
 def test_a_snapshot_signed_with_another_key_is_refused_and_the_previous_key_still_verifies() -> None:
-    old = Signer(Secret(OTHER_KEY))
+    old = Signer(Secret(OTHER_KEY), app="streamapp")
     blob = snapshot.encode(state_of(), 10_000_000, old)
     with pytest.raises(snapshot.SnapshotRefused, match="STREAMAPP_SIGNING_KEY"):
         snapshot.decode(blob, SIGNER, 0)
-    rotating = Signer(Secret(TEST_SIGNING_KEY), previous=Secret(OTHER_KEY))  # ..._KEY_PREVIOUS
+    rotating = Signer(
+        Secret(TEST_SIGNING_KEY), previous=Secret(OTHER_KEY), app="streamapp"
+    )  # ..._KEY_PREVIOUS
     header, state = snapshot.decode(blob, rotating, 0)
     assert header.offset == state.offset == 49
     # A worker signs with the new key only: the old key alone no longer verifies what it writes.
@@ -484,3 +486,11 @@ def test_every_presets_state_round_trips_through_the_restricted_unpickler() -> N
     outside = {(m, n) for m, n in seen if not m.startswith(("river.", "streamapp."))}
     assert outside <= snapshot.ALLOWED_GLOBALS, outside - snapshot.ALLOWED_GLOBALS
     assert ("collections", "OrderedDict") in outside and ("functools", "partial") in outside
+
+
+def test_another_deployments_snapshot_is_refused_even_with_the_same_key() -> None:
+    """The app id is part of every signature: two deployments sharing a key stay apart."""
+    other_app = Signer(Secret(TEST_SIGNING_KEY), app="another-app")
+    blob = snapshot.encode(state_of(), 10_000_000, other_app)
+    with pytest.raises(snapshot.SnapshotRefused, match="signature"):
+        snapshot.decode(blob, SIGNER, 0)
