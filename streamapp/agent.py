@@ -193,7 +193,7 @@ class Learner:
         """A kept snapshot of `partition` as a state fitted to the configured models; raises
         SnapshotError (SnapshotRefused when it is not trusted: nothing of it was unpickled)."""
         header, state = snapshot.decode(blob, self.signer, partition, self._packages)
-        state.restored(header.seq, header.offset, len(blob), header.created, self.spec)
+        state.restored(header.seq, header.offset, len(blob), header.created)
         state.align((self.spec, *self.challengers), self.settings.promote_after, self.settings.promote_margin)
         state.configure(self.settings)
         return header, state

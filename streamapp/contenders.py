@@ -69,17 +69,6 @@ class Contender:
             self.rolling_name, self.rolling = rolling_metric(self.task, window) if window else ("", None)
             self.in_window = 0
 
-    @classmethod
-    def adopt(
-        cls, spec: ModelSpec, model: Any, scores: PrequentialMetrics, drift: DriftMonitor, learned: int
-    ) -> Contender:
-        """A contender around the parts of a state pickled before champions and challengers."""
-        contender = cls(spec, 0)
-        contender.model, contender.metrics, contender.drift = model, scores, drift
-        contender.model_class = describe(model)
-        contender.learned = learned
-        return contender
-
     def predict(self, x: dict[str, Feature]) -> dict[str, Any]:
         """Score without learning: {'class', 'proba'} | {'value'} | {'score'} by task."""
         model = self.model

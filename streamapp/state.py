@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from streamapp.contenders import Contender, better_by
 from streamapp.drift import DriftMonitor
@@ -556,25 +556,13 @@ class PartitionState:
         self.snapshot_at = now
         self.events_since_snapshot = 0
 
-    def restored(self, seq: int, offset: int, size: int, created: float, spec: ModelSpec) -> None:
+    def restored(self, seq: int, offset: int, size: int, created: float) -> None:
         """Bookkeeping after loading this state from the snapshot described by the arguments."""
         self.snapshot_seq = seq
         self.snapshot_offset = offset
         self.snapshot_bytes = size
         self.snapshot_at = created
         self.events_since_snapshot = 0
-        if "contenders" not in self.__dict__:  # pickled before champions and challengers
-            parts = self.__dict__
-            drift = parts.pop("drift", None) or DriftMonitor(self.task)  # or before drift detection
-            self.contenders = [
-                Contender.adopt(spec, parts.pop("model"), parts.pop("metrics"), drift, self.events_learned)
-            ]
-            self.contenders[0].resets = parts.pop("model_resets", 0)
-            self.contenders[0].name = parts.pop("model_name")
-            parts.pop("model_class", None)
-            parts.pop("_class_from_proba", None)
-            for event_id, (x, prediction) in cast(dict[str, Any], self.pending).items():
-                self.pending[event_id] = (x, [prediction], created, 0)  # waiting since the snapshot
         self.reseeked_at = 0.0  # a monotonic time of the process that wrote the snapshot
         self.reseeks_without_progress = 0
 

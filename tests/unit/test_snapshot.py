@@ -143,47 +143,6 @@ def test_the_last_k_snapshots_are_kept_and_recovery_takes_the_newest_that_decode
     assert [h.seq for h in learner.kept_headers(0)] == [4, 3]  # what a rollback may still use
 
 
-def test_a_snapshot_from_before_challengers_is_restored_and_joined_by_them() -> None:
-    """Snapshots pickled before champions and challengers held the model, metrics and drift
-    detector on the state itself; such a state is restored as the champion, and a challenger
-    configured since then joins at its offset."""
-    spec = models.resolve("hoeffding_tree")
-    state = PartitionState(0, spec, pending_max=10)
-    stream = list(producer.messages(datasets.load("phishing", limit=400), label_delay=5))
-    msgs, tail = stream[:601], stream[601:]
-    feed(state, msgs)
-    assert len(state.pending) == 5
-    champion = state.contenders[0]
-    legacy = state.__dict__
-    del legacy["contenders"]
-    legacy.update(
-        model=champion.model,
-        metrics=champion.metrics,
-        drift=champion.drift,
-        model_name="hoeffding_tree",
-        model_class="HoeffdingTreeClassifier",
-        model_resets=0,
-        _class_from_proba=True,
-    )
-    legacy["pending"] = type(state.pending)((k, (x, p[0])) for k, (x, p, *_) in state.pending.items())
-    payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    blob = signed(payload, partition=0, offset=state.offset)  # that state, in today's envelope
-    table = {snapshot_key(0, 1, 3): blob}
-
-    learner = learner_over(table, challengers="naive_bayes")
-    restored, source = learner.state_for_recovery(0)
-    assert source == "snapshot"
-    assert restored.names() == ["hoeffding_tree", "naive_bayes"] and restored.model_name == "hoeffding_tree"
-    assert restored.metrics.values() == champion.metrics.values()
-    assert restored.contenders[1].learned == 0
-    feed(restored, tail, start=len(msgs))  # the late labels of the waiting events still apply
-    assert restored.labels_unknown == 0 and restored.labels_late == 400
-    assert restored.contenders[1].labels == restored.contenders[1].learned - 5  # 5 had no prediction
-
-
-# -- signed snapshots and the restricted unpickler ---------------------------------------------
-
-
 def header_fields(partition: int, offset: int, seq: int, **extra: Any) -> dict[str, Any]:
     return {
         "format": snapshot.FORMAT,
