@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import inspect
 import json
 import os
 import re
@@ -39,9 +40,19 @@ SCHEMAS = Path(__file__).resolve().parent / "crd_schemas"
 # An old release still common (the StatefulSet's persistentVolumeClaimRetentionPolicy and the
 # PDB's unhealthyPodEvictionPolicy are on by default from 1.27), one in between, the newest.
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0", "1.37.0")
-COMPONENTS = ("keda", "strimzi-topic", "podmonitor", "kafka-ca")
-# Objects the manifests reference but the operator creates (k8s/components/kafka-ca).
-EXTERNAL_SECRETS = {"kafka-cluster-ca-cert"}
+COMPONENTS = ("keda", "strimzi-topic", "strimzi-users", "podmonitor", "kafka-ca")
+# Objects the manifests reference but the operator creates: the CA (k8s/components/kafka-ca)
+# and the signing key and web tokens (k8s/README.md "Secrets": never generated from git).
+EXTERNAL_SECRETS = {"kafka-cluster-ca-cert", "streamapp-secrets"}
+# The worker's settings that must come from an operator-made Secret, and which of them may be absent.
+SECRET_SETTINGS = {
+    "STREAMAPP_SIGNING_KEY": False,
+    "STREAMAPP_SIGNING_KEY_PREVIOUS": True,
+    "STREAMAPP_API_TOKEN": False,
+    "STREAMAPP_READ_TOKEN": True,
+}
+# A stand-in for a Secret's value in the pod's environment: as long as a real key must be.
+FAKE_SECRET = "k8s-test-secret-value-0123456789abcdefghij"
 KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
 
 Doc = dict[str, Any]
@@ -91,9 +102,10 @@ def write_overlay(tree: Path, name: str, components: list[str], extra: str = "")
 def copy_tree(destination: Path) -> Path:
     """A copy of k8s/ to render (and break) without touching the repo; the example's Secret file."""
     tree = destination / "k8s"
-    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("kafka.env"))
+    shutil.copytree(K8S, tree, ignore=shutil.ignore_patterns("kafka.env", "keda.env"))
     example = tree / "examples" / "confluent-cloud"
     shutil.copy(example / "kafka.env.example", example / "kafka.env")
+    shutil.copy(example / "keda-credentials" / "keda.env.example", example / "keda-credentials" / "keda.env")
     return tree
 
 
@@ -226,7 +238,9 @@ def pod_environment(docs: Docs) -> dict[str, str]:
         "status.podIP": "10.1.0.7",
     }
     for variable in container(docs).get("env", []):
-        if "valueFrom" in variable:
+        if "secretKeyRef" in variable.get("valueFrom", {}):
+            env[variable["name"]] = FAKE_SECRET
+        elif "valueFrom" in variable:
             field_ref = variable["valueFrom"].get("fieldRef", {}).get("fieldPath", "")
             env[variable["name"]] = fake_fields.get(field_ref, "value-from")
         else:
@@ -346,7 +360,10 @@ def settings_problems(docs: Docs, existing_file: str = __file__) -> list[str]:
     """
     known = {PREFIX + f.name.upper() for f in fields(Settings)}
     problems = []
+    used = {ref["name"] for s in container(docs).get("envFrom", []) for ref in s.values()}
     for source in [*of_kind(docs, "ConfigMap"), *of_kind(docs, "Secret")]:
+        if source["metadata"]["name"] not in used:
+            continue  # another role's (KEDA's credential): not the worker's environment
         names = set(source.get("data", {})) | set(source.get("stringData", {}))
         for name in sorted(names - known):
             problems.append(f"{source['kind']} {source['metadata']['name']}: {name} is not a setting")
@@ -420,6 +437,12 @@ def reference_problems(docs: Docs) -> list[str]:
         for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
             if key in source and by_name(docs, kind, source[key]["name"]) is None:
                 problems.append(f"envFrom names {kind} {source[key]['name']}, which is not rendered")
+    for variable in container(docs).get("env", []):
+        ref = variable.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref["name"] not in EXTERNAL_SECRETS:
+            secret = by_name(docs, "Secret", ref["name"])
+            if secret is None or ref["key"] not in secret_data(secret):
+                problems.append(f"{variable['name']} names {ref['name']}/{ref['key']}, which is not rendered")
     for volume in pod_spec(docs).get("volumes", []):
         name = volume.get("secret", {}).get("secretName")
         if name and name not in EXTERNAL_SECRETS and by_name(docs, "Secret", name) is None:
@@ -548,6 +571,243 @@ def image_problems(docs: Docs) -> list[str]:
     return problems
 
 
+def keda_credential_problems(docs: Docs) -> list[str]:
+    """KEDA authenticates with its own credential, never one of the workers' Secrets."""
+    worker_secrets = {s["secretRef"]["name"] for s in container(docs).get("envFrom", []) if "secretRef" in s}
+    worker_secrets |= {
+        v["valueFrom"]["secretKeyRef"]["name"]
+        for v in container(docs).get("env", [])
+        if "secretKeyRef" in v.get("valueFrom", {})
+    }
+    problems = []
+    for auth in of_kind(docs, "TriggerAuthentication"):
+        for ref in auth["spec"].get("secretTargetRef", []):
+            if ref["parameter"] in ("username", "password") and ref["name"] in worker_secrets:
+                problems.append(f"KEDA's {ref['parameter']} comes from the workers' Secret {ref['name']}")
+    return problems
+
+
+def secret_problems(docs: Docs) -> list[str]:
+    """The signing key and tokens come from the operator's Secret (never a generated placeholder),
+    and the peer pattern admits exactly this StatefulSet's pods on the web port."""
+    problems = []
+    refs = {
+        v["name"]: v["valueFrom"]["secretKeyRef"]
+        for v in container(docs).get("env", [])
+        if "secretKeyRef" in v.get("valueFrom", {})
+    }
+    for name, may_be_absent in SECRET_SETTINGS.items():
+        ref = refs.get(name)
+        if ref is None:
+            problems.append(f"{name} does not come from a Secret")
+            continue
+        if ref["name"] != "streamapp-secrets" or by_name(docs, "Secret", ref["name"]) is not None:
+            problems.append(f"{name} comes from {ref['name']}, not the operator's Secret streamapp-secrets")
+        if ref.get("optional", False) != may_be_absent:
+            problems.append(f"{name}: optional must be {may_be_absent}")
+    if any(name in configured(docs) for name in SECRET_SETTINGS):
+        problems.append("a signing key or token is set in a ConfigMap or generated Secret")
+    env = pod_environment(docs)
+    pattern = re.compile(env.get("STREAMAPP_PEER_URL_PATTERN", r"http://127\.0\.0\.1:[0-9]+"))
+    sts = workers(docs)
+    port = settings_of(docs)["STREAMAPP_WEB_PORT"]
+    service = sts["spec"]["serviceName"]
+    namespace = "default"  # pod_environment's namespace
+    name = sts["metadata"]["name"]
+    for ordinal in range(int(settings_of(docs)["STREAMAPP_PARTITIONS"])):
+        url = f"http://{name}-{ordinal}.{service}.{namespace}.svc:{port}"
+        if not pattern.fullmatch(url):
+            problems.append(f"STREAMAPP_PEER_URL_PATTERN refuses the peer {url}")
+    own = f"http://{env['STREAMAPP_WEB_HOST']}:{port}"
+    if not pattern.fullmatch(own):
+        problems.append(f"STREAMAPP_PEER_URL_PATTERN refuses this worker's own URL {own}")
+    for foreign in (
+        f"http://{name}-0.{service}.other.svc:{port}",
+        f"http://{name}-0.{service}.{namespace}.svc:{int(port) + 1}",
+        f"http://evil.example/{name}-0.{service}.{namespace}.svc:{port}",
+        f"http://{name}-0.{service}.{namespace}.svc.evil.example:{port}",
+        f"https://{name}-0.{service}.{namespace}.svc:{port}",
+        f"http://10.0.0.1:{port}",
+        f"http://other-0.{service}.{namespace}.svc:{port}",
+    ):
+        if pattern.fullmatch(foreign):
+            problems.append(f"STREAMAPP_PEER_URL_PATTERN admits {foreign}")
+    return problems
+
+
+def _ports(rule: Doc) -> set[Any]:
+    return {p.get("port") for p in rule.get("ports", [])}
+
+
+def network_problems(docs: Docs) -> list[str]:
+    """A NetworkPolicy isolates the workers: the web port only from peers and Prometheus (probes
+    come from the node, always allowed), out only to Kafka's ports, DNS and the peers."""
+    labels = pod_labels(docs)
+    settings = settings_of(docs)
+    web_port = int(settings["STREAMAPP_WEB_PORT"])
+    web_names = {n for n, p in container_ports(docs).items() if p == web_port}
+    policies = [
+        p for p in of_kind(docs, "NetworkPolicy") if matches(p["spec"].get("podSelector", {}), labels)
+    ]
+    if len(policies) != 1:
+        return [f"{len(policies)} NetworkPolicies select the worker pods, expected 1"]
+    spec = policies[0]["spec"]
+    problems = []
+    if set(spec.get("policyTypes", [])) != {"Ingress", "Egress"}:
+        problems.append(f"policyTypes {spec.get('policyTypes')}: both Ingress and Egress must be isolated")
+    for rule in spec.get("ingress", []):
+        if not rule.get("ports") or not _ports(rule) <= {web_port, *web_names}:
+            problems.append(f"an ingress rule opens ports other than the web port: {rule.get('ports')}")
+        for peer in rule.get("from", []) or [{}]:
+            if "ipBlock" in peer or not peer:
+                problems.append(f"ingress from an address range or from anywhere: {peer}")
+            elif "namespaceSelector" in peer:
+                pods = peer.get("podSelector", {}).get("matchLabels", {})
+                spaces = peer["namespaceSelector"].get("matchLabels", {})
+                if pods != {"app.kubernetes.io/name": "prometheus"} or not spaces:
+                    problems.append(f"ingress from other namespaces beyond Prometheus' pods: {peer}")
+            elif not matches(peer.get("podSelector", {}), labels):
+                problems.append(f"ingress from pods that are not workers: {peer}")
+    brokers = {int(u.rsplit(":", 1)[1]) for u in settings["STREAMAPP_BROKER"].split(";")}
+    allowed_out: set[Any] = set()
+    for rule in spec.get("egress", []):
+        if not rule.get("ports"):
+            problems.append(f"an egress rule without ports opens every port: {rule}")
+            continue
+        ports = _ports(rule)
+        allowed_out |= ports
+        targets = rule.get("to", [])
+        if ports == {53}:
+            if not targets or any(
+                t.get("podSelector", {}).get("matchLabels") != {"k8s-app": "kube-dns"} for t in targets
+            ):
+                problems.append("DNS must go to the cluster's resolver (k8s-app: kube-dns) only")
+        elif ports == {web_port}:
+            if not targets or not all(matches(t.get("podSelector", {}), labels) for t in targets):
+                problems.append("the web port may only be reached on the other workers")
+        elif not ports <= brokers:
+            problems.append(f"egress to ports {sorted(ports)} that are not Kafka's {sorted(brokers)}")
+    if not brokers <= allowed_out:
+        problems.append(f"egress does not allow STREAMAPP_BROKER's ports {sorted(brokers)}")
+    if not {53, web_port} <= allowed_out:
+        problems.append("egress must allow DNS (53) and the peers' web port")
+    return problems
+
+
+def availability_problems(docs: Docs) -> list[str]:
+    """Drains never take a second worker while one is unhealthy; workers spread across nodes."""
+    problems = []
+    for pdb in of_kind(docs, "PodDisruptionBudget"):
+        if pdb["spec"].get("unhealthyPodEvictionPolicy") != "IfHealthyBudget":
+            problems.append("the PDB must be IfHealthyBudget: readiness drops during every rebalance")
+        if pdb["spec"].get("maxUnavailable") != 1:
+            problems.append("the PDB must allow one worker down at a time")
+    spread = {
+        c["topologyKey"]: c.get("whenUnsatisfiable")
+        for c in pod_spec(docs).get("topologySpreadConstraints", [])
+    }
+    if spread.get("kubernetes.io/hostname") != "DoNotSchedule":
+        problems.append("workers must spread across nodes as a hard rule (DoNotSchedule on hostname)")
+    return problems
+
+
+# k8s/README.md "Memory": the measured constants and where the others come from.
+MIB = 2**20
+BASELINE_RSS = 160 * MIB  # measured: idle worker, 8 partitions 154 MiB, 32 partitions 160 MiB
+MODEL_FACTOR = 2  # measured: in-memory / pickled model, Hoeffding tree 1.75, forest 1.19
+WAITING_EVENT_OVERHEAD = 1024  # measured: ~780 bytes per waiting event beyond its JSON
+WAITING_BYTE_FACTOR = 10  # measured: in-memory / JSON bytes of waiting events, 4.8-9.1
+KAFKA_BROKERS = 3  # brokers that may answer one fetch each at the same time (the base's sizing)
+QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi)?$")
+
+
+def memory_bound(settings: dict[str, str]) -> int:
+    """The formula of k8s/README.md "Memory", for one worker's settings, in bytes."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streamapp.application import SNAPSHOT_TABLE_ROCKSDB as ROCKSDB
+
+    source = (ROOT / "streamapp" / "application.py").read_text()
+    recovery_buffer = int(re.search(r"recovery_buffer_size=(\d+)", source)[1])  # type: ignore[index]
+    fetch_max = inspect.signature(AIOKafkaConsumer).parameters["fetch_max_bytes"].default
+    partitions = int(settings["STREAMAPP_PARTITIONS"])
+    snapshot = int(settings["STREAMAPP_MAX_SNAPSHOT_BYTES"])
+    record = int(settings["STREAMAPP_KAFKA_MAX_MESSAGE_BYTES"])
+    rocksdb = ROCKSDB["write_buffer_size"] * ROCKSDB["max_write_buffer_number"] + ROCKSDB["block_cache_size"]
+    waiting = WAITING_EVENT_OVERHEAD * int(
+        settings["STREAMAPP_PENDING_LABELS_MAX"]
+    ) + WAITING_BYTE_FACTOR * int(settings["STREAMAPP_PENDING_LABELS_MAX_BYTES"])
+    per_partition = rocksdb + MODEL_FACTOR * snapshot + waiting
+    recovery = recovery_buffer * snapshot + 2 * snapshot + KAFKA_BROKERS * max(fetch_max, record)
+    return BASELINE_RSS + partitions * per_partition + recovery
+
+
+def quantity(value: str) -> int:
+    found = QUANTITY.match(str(value))
+    assert found, f"unsupported memory quantity {value!r}"
+    return int(found[1]) * {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}[found[2]]
+
+
+def memory_problems(docs: Docs) -> list[str]:
+    """The memory limit holds what the settings allow a worker to hold (k8s/README.md "Memory")."""
+    limit = container(docs).get("resources", {}).get("limits", {}).get("memory")
+    if not limit:
+        return ["no memory limit"]
+    needed = memory_bound(settings_of(docs))
+    if quantity(limit) < needed:
+        return [f"memory limit {limit} is below the formula's {needed / MIB:.0f} MiB for these settings"]
+    return []
+
+
+def kafka_user_problems(docs: Docs) -> list[str]:
+    """Strimzi KafkaUsers: one per role, each with only its ACLs, on this app's names."""
+    users = {u["metadata"]["name"]: u for u in of_kind(docs, "KafkaUser")}
+    if not users:
+        return []
+    settings = settings_of(docs)
+    app, events = settings["STREAMAPP_APP_ID"], settings["STREAMAPP_EVENTS_TOPIC"]
+    expected = {
+        "streamapp-worker": {
+            ("topic", events, "literal", "Read"),
+            ("topic", events, "literal", "Write"),
+            ("topic", settings["STREAMAPP_PREDICTIONS_TOPIC"], "literal", "Write"),
+            ("topic", settings["STREAMAPP_DEADLETTER_TOPIC"], "literal", "Write"),
+            ("topic", f"{app}-", "prefix", "Read"),
+            ("topic", f"{app}-", "prefix", "Write"),
+            ("topic", f"{app}-", "prefix", "Create"),
+            ("group", app, "literal", "Read"),
+        },
+        "streamapp-producer": {("topic", events, "literal", "Write")},
+        "streamapp-keda": {("topic", events, "literal", "Describe"), ("group", app, "literal", "Describe")},
+    }
+    problems = []
+    if set(users) != set(expected):
+        problems.append(f"KafkaUsers {sorted(users)}, expected one per role {sorted(expected)}")
+    for name, user in users.items():
+        spec = user["spec"]
+        if spec.get("authorization", {}).get("type") != "simple":
+            problems.append(f"KafkaUser {name} has no simple authorization (no ACLs)")
+        granted = set()
+        for acl in spec.get("authorization", {}).get("acls", []):
+            resource = acl["resource"]
+            if acl.get("type", "allow") != "allow" or acl.get("host", "*") != "*":
+                problems.append(f"KafkaUser {name}: unexpected rule {acl}")
+            for operation in acl["operations"]:
+                granted.add(
+                    (
+                        resource["type"],
+                        resource.get("name"),
+                        resource.get("patternType", "literal"),
+                        operation,
+                    )
+                )
+        if granted != expected.get(name, set()):
+            extra = sorted(map(str, granted - expected.get(name, set())))
+            missing = sorted(map(str, expected.get(name, set()) - granted))
+            problems.append(f"KafkaUser {name}: grants {extra} too many, {missing} missing")
+    return problems
+
+
 CHECKS: dict[str, Callable[[Docs], list[str]]] = {
     "selectors": selector_problems,
     "headless service": headless_service_problems,
@@ -558,6 +818,12 @@ CHECKS: dict[str, Callable[[Docs], list[str]]] = {
     "keda": keda_problems,
     "strimzi": strimzi_problems,
     "image": image_problems,
+    "keda credential": keda_credential_problems,
+    "secrets": secret_problems,
+    "network": network_problems,
+    "availability": availability_problems,
+    "memory": memory_problems,
+    "kafka users": kafka_user_problems,
 }
 
 
@@ -566,7 +832,7 @@ CHECKS: dict[str, Callable[[Docs], list[str]]] = {
 
 def test_every_variant_renders_what_it_should(rendered: dict[str, Docs]) -> None:
     kinds = {name: sorted({d["kind"] for d in docs}) for name, docs in rendered.items()}
-    base = ["ConfigMap", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"]
+    base = ["ConfigMap", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"]
     assert kinds["base"] == base
     assert kinds["keda"] == sorted([*base, "ScaledObject", "TriggerAuthentication"])
     assert kinds["strimzi-topic"] == sorted([*base, "KafkaTopic"])
@@ -574,6 +840,9 @@ def test_every_variant_renders_what_it_should(rendered: dict[str, Docs]) -> None
     assert kinds["kafka-ca"] == base
     assert len(of_kind(rendered["base"], "Service")) == 2
     assert len(of_kind(rendered["strimzi-topic"], "KafkaTopic")) == 3
+    assert kinds["strimzi-users"] == sorted([*base, "KafkaUser"])
+    assert len(of_kind(rendered["strimzi-users"], "KafkaUser")) == 3
+    assert len(of_kind(rendered["keda"], "Secret")) == 2  # the workers' and KEDA's credentials
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -985,6 +1254,164 @@ MUTATIONS: list[tuple[str, str, str, Callable[[Doc], object], Callable[[Docs], l
         strimzi_problems,
     ),
     (
+        "policy open port",
+        "base",
+        "NetworkPolicy",
+        set_path("spec.ingress.0.ports.0.port", 8080),
+        network_problems,
+    ),
+    (
+        "policy from anywhere",
+        "base",
+        "NetworkPolicy",
+        set_path("spec.ingress.0.from", [{"ipBlock": {"cidr": "0.0.0.0/0"}}]),
+        network_problems,
+    ),
+    (
+        "policy other namespaces",
+        "base",
+        "NetworkPolicy",
+        set_path("spec.ingress.0.from.1.podSelector", {}),
+        network_problems,
+    ),
+    ("policy open egress", "base", "NetworkPolicy", drop_path("spec.egress.0.ports"), network_problems),
+    (
+        "policy broker port",
+        "confluent-cloud",
+        "NetworkPolicy",
+        set_path("spec.egress.0.ports.0.port", 9093),
+        network_problems,
+    ),
+    ("policy dns anywhere", "base", "NetworkPolicy", drop_path("spec.egress.1.to"), network_problems),
+    (
+        "policy ingress only",
+        "base",
+        "NetworkPolicy",
+        set_path("spec.policyTypes", ["Ingress"]),
+        network_problems,
+    ),
+    ("policy misspelt", "base", "NetworkPolicy", set_path("spec.egress.0.port", 9093), schemas_37),
+    (
+        "pdb always allow",
+        "base",
+        "PodDisruptionBudget",
+        set_path("spec.unhealthyPodEvictionPolicy", "AlwaysAllow"),
+        availability_problems,
+    ),
+    (
+        "soft spread",
+        "base",
+        "StatefulSet",
+        set_path("spec.template.spec.topologySpreadConstraints.0.whenUnsatisfiable", "ScheduleAnyway"),
+        availability_problems,
+    ),
+    (
+        "small memory",
+        "base",
+        "StatefulSet",
+        set_path(f"{CONTAINER}.resources.limits.memory", "768Mi"),
+        memory_problems,
+    ),
+    (
+        "many waiting",
+        "base",
+        "ConfigMap",
+        add_config("STREAMAPP_PENDING_LABELS_MAX", "100000"),
+        memory_problems,
+    ),
+    ("more partitions", "base", "ConfigMap", add_config("STREAMAPP_PARTITIONS", "12"), memory_problems),
+    ("key in config", "base", "ConfigMap", add_config("STREAMAPP_SIGNING_KEY", FAKE_SECRET), secret_problems),
+    (
+        "key optional",
+        "base",
+        "StatefulSet",
+        set_path(f"{CONTAINER}.env.4.valueFrom.secretKeyRef.optional", True),
+        secret_problems,
+    ),
+    (
+        "key generated",
+        "base",
+        "StatefulSet",
+        set_path(f"{CONTAINER}.env.4.valueFrom.secretKeyRef.name", "streamapp-config"),
+        secret_problems,
+    ),
+    ("token missing", "base", "StatefulSet", drop_path(f"{CONTAINER}.env.6"), secret_problems),
+    (
+        "peer pattern wide",
+        "base",
+        "StatefulSet",
+        set_path(f"{CONTAINER}.env.3.value", "http://.*"),
+        secret_problems,
+    ),
+    (
+        "peer pattern any port",
+        "base",
+        "StatefulSet",
+        set_path(
+            f"{CONTAINER}.env.3.value", r"http://streamapp-[0-9]+\.streamapp-headless\.default\.svc:[0-9]+"
+        ),
+        secret_problems,
+    ),
+    (
+        "peer pattern unescaped",
+        "base",
+        "StatefulSet",
+        set_path(
+            f"{CONTAINER}.env.3.value",
+            "http://streamapp-[0-9]+.streamapp-headless.$(POD_NAMESPACE).svc.*:6066",
+        ),
+        secret_problems,
+    ),
+    (
+        "user extra grant",
+        "strimzi-users",
+        "KafkaUser/streamapp-producer",
+        set_path("spec.authorization.acls.0.operations", ["Write", "Read"]),
+        kafka_user_problems,
+    ),
+    (
+        "user wide prefix",
+        "strimzi-users",
+        "KafkaUser/streamapp-worker",
+        set_path("spec.authorization.acls.3.resource.name", "stream"),
+        kafka_user_problems,
+    ),
+    (
+        "user all",
+        "strimzi-users",
+        "KafkaUser/streamapp-keda",
+        set_path("spec.authorization.acls.0.operations", ["All"]),
+        kafka_user_problems,
+    ),
+    (
+        "user no acls",
+        "strimzi-users",
+        "KafkaUser/streamapp-keda",
+        drop_path("spec.authorization"),
+        kafka_user_problems,
+    ),
+    (
+        "user shared",
+        "strimzi-users",
+        "KafkaUser/streamapp-keda",
+        set_path("metadata.name", "streamapp"),
+        kafka_user_problems,
+    ),
+    (
+        "user misspelt",
+        "strimzi-users",
+        "KafkaUser",
+        set_path("spec.authorization.acls.0.operation", "Read"),
+        schemas_37,
+    ),
+    (
+        "user bad operation",
+        "strimzi-users",
+        "KafkaUser",
+        set_path("spec.authorization.acls.0.operations", ["Reed"]),
+        schemas_37,
+    ),
+    (
         "image user",
         "base",
         "StatefulSet",
@@ -1057,3 +1484,22 @@ def test_a_broken_source_file_is_caught_after_rendering(tree: Path) -> None:
         assert selector_problems(render(tree / "base"))
     finally:
         source.write_text(original)
+
+
+def test_keda_on_the_workers_credential_is_caught(rendered: dict[str, Docs]) -> None:
+    docs = rendered["keda"]
+    workers_secret = next(s["secretRef"]["name"] for s in container(docs)["envFrom"] if "secretRef" in s)
+    broken = mutate(docs, "TriggerAuthentication", set_path("spec.secretTargetRef.0.name", workers_secret))
+    assert keda_credential_problems(docs) == []
+    assert keda_credential_problems(broken)
+
+
+def test_the_base_memory_limit_follows_the_formula(rendered: dict[str, Docs]) -> None:
+    """The formula with the base's settings: what k8s/README.md "Memory" states."""
+    needed = memory_bound(settings_of(rendered["base"])) / MIB
+    assert 900 < needed <= 1024, needed
+    limits = container(rendered["base"])["resources"]["limits"]["memory"]
+    assert quantity(limits) >= needed * MIB
+    # The defaults of Settings would need about four times the base's limit.
+    defaults = {PREFIX + f.name.upper(): f.metadata["raw_default"] for f in fields(Settings)}
+    assert memory_bound(defaults) / MIB > 3500
