@@ -23,7 +23,8 @@ def test_the_dashboard_shows_every_partition_and_moves_with_the_stream(tmp_path:
     try:
         with running(env, tmp_path / "w1") as worker, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            # The page's CSP forbids eval, which Playwright's wait_for_function uses.
+            page = browser.new_page(viewport={"width": 1400, "height": 900}, bypass_csp=True)
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"http://127.0.0.1:{worker.port}/")

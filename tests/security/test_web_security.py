@@ -25,7 +25,7 @@ from streamapp import peers
 from streamapp.settings import Secret, Settings
 from streamapp.signing import Signer
 from tests.integration.chaos import start_producer
-from tests.integration.cluster import Worker, free_port, unique_env, wait_for
+from tests.integration.cluster import Worker, free_port, running, unique_env, wait_for
 
 PARTITIONS = 4
 API_TOKEN = "security-api-token-0123456789abc"
@@ -189,6 +189,18 @@ def test_a_forwarded_request_carries_a_signature_never_the_client_s_token(
     assert status == 200, raw
 
 
+def test_the_dashboard_page_may_run_its_own_script_only(tmp_path: Path) -> None:
+    env = unique_env(1)
+    with (
+        running(env, tmp_path / "w1") as worker,
+        urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/", timeout=10) as page,
+    ):
+        policy = page.headers["Content-Security-Policy"]
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "script-src 'sha256-" in policy and "unsafe-inline" not in policy.split("style-src")[0], policy
+    assert "connect-src 'self'" in policy and "default-src 'none'" in policy
+
+
 def test_markup_from_a_worker_s_url_or_from_models_is_shown_as_text(tmp_path: Path) -> None:
     """A worker advertising a URL with markup: the other worker never contacts it (outside the
     peer pattern) and reports why; both dashboards show the URL as text, and no script runs.
@@ -214,7 +226,7 @@ def test_markup_from_a_worker_s_url_or_from_models_is_shown_as_text(tmp_path: Pa
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             for worker in (w1, evil):
-                page = browser.new_page()
+                page = browser.new_page(bypass_csp=True)  # the page's own escaping, without its CSP
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
                 page.goto(f"http://127.0.0.1:{worker.port}/")
                 page.wait_for_function(
@@ -242,7 +254,7 @@ def test_markup_from_a_worker_s_url_or_from_models_is_shown_as_text(tmp_path: Pa
                 p["metrics"] = {MARKUP: 0.5, **p.get("metrics", {})} if p["status"] == "served" else None
                 if p["status"] == "served":
                     p["changes"] = [{"offset": 1, "request": MARKUP, "outcome": MARKUP}]
-            page = browser.new_page()
+            page = browser.new_page(bypass_csp=True)  # the page's own escaping, without its CSP
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.route(
                 "**/models",
@@ -280,7 +292,7 @@ def test_the_dashboard_asks_for_the_read_token_and_sends_it(tmp_path: Path) -> N
         assert call(worker.port, "GET", "/models")[0] == 401
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            page = browser.new_page()
+            page = browser.new_page(bypass_csp=True)  # the page's own escaping, without its CSP
             page.goto(f"http://127.0.0.1:{worker.port}/")
             page.wait_for_selector("#auth:not([hidden])", timeout=15_000)
             assert "read token" in page.inner_text("#error")
