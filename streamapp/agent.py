@@ -417,15 +417,18 @@ class Learner:
             await self._snapshot(state, tp, now)
 
     async def _snapshot(self, state: PartitionState, tp: TP, now: float) -> None:
+        """Write the partition's state; a snapshot that cannot be made or written is counted and
+        logged, never raised: the model keeps learning in memory and recovery replays from the
+        last good snapshot. (Seen: Faust's table raised PartitionsMismatch while the consumer's
+        metadata of a changelog created a moment before still listed no partitions.)"""
+        key = snapshot_key(state.partition, state.snapshot_seq + 1, self.settings.snapshots_kept)
         try:
             blob = snapshot.encode(state, self.settings.max_snapshot_bytes, self.signer)
-        except snapshot.SnapshotError as exc:
-            # The model keeps learning in memory; recovery will replay from the last good snapshot.
+            self.save(tp, key, blob)
+        except Exception as exc:  # a SnapshotError (too large), a model that cannot pickle, Faust
             state.snapshot_failed(now)
-            log.error("partition %d: SNAPSHOT NOT WRITTEN: %s", state.partition, exc)
+            log.error("partition %d: SNAPSHOT NOT WRITTEN: %s: %s", state.partition, type(exc).__name__, exc)
             return
-        key = snapshot_key(state.partition, state.snapshot_seq + 1, self.settings.snapshots_kept)
-        self.save(tp, key, blob)
         headers = self._headers.get(state.partition)
         if headers is not None:  # else the first listing reads the table, this one included
             headers[key] = snapshot.read_header(blob)  # its own, just encoded

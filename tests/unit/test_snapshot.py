@@ -25,6 +25,7 @@ from streamapp.settings import Secret, Settings
 from streamapp.signing import Signer
 from streamapp.state import PartitionState, snapshot_spread
 from tests import TEST_SIGNING_KEY
+from tests.learner_harness import Harness
 from tests.unit.test_state import feed
 
 SIGNER = Signer(Secret(TEST_SIGNING_KEY), app="streamapp")  # the default STREAMAPP_APP_ID
@@ -453,3 +454,17 @@ def test_another_deployments_snapshot_is_refused_even_with_the_same_key() -> Non
     blob = snapshot.encode(state_of(), 10_000_000, other_app)
     with pytest.raises(snapshot.SnapshotRefused, match="signature"):
         snapshot.decode(blob, SIGNER, 0)
+
+
+def test_a_snapshot_that_cannot_be_written_is_counted_and_learning_goes_on() -> None:
+    harness = Harness.build(snapshot_every_events="2")
+
+    def broken(tp: object, key: str, blob: bytes) -> None:
+        raise RuntimeError("the changelog's metadata lists no partitions yet")
+
+    harness.learner.save = broken
+    values = [value for _, value in producer.messages(datasets.load("phishing", limit=10))]
+    harness.feed(values)  # raises if the failure escapes
+    state = harness.state
+    assert state.snapshot_errors >= 1 and state.snapshot_seq == 0
+    assert state.events_learned == 10 and not harness.deadletters
