@@ -140,7 +140,9 @@ def test_a_64_megabyte_snapshot_is_written_and_recovered_from_the_changelog(tmp_
 
 
 def test_an_oversized_snapshot_is_a_clear_error_and_the_stream_goes_on(tmp_path: Path) -> None:
-    env = unique_env(1, max_snapshot_bytes="2000", snapshot_every_events="100")
+    env = unique_env(
+        1, max_snapshot_bytes="2000", pending_labels_max_bytes="1000", snapshot_every_events="100"
+    )
     cluster = Cluster(env, tmp_path)
     try:
         worker = cluster.start("w1")
