@@ -184,7 +184,7 @@ def test_a_file_that_is_no_pem_certificate_is_a_config_error(tmp_path: Path) -> 
 
 def test_the_waiting_events_must_fit_half_a_snapshot() -> None:
     env = {"STREAMAPP_MAX_SNAPSHOT_BYTES": "2000", "STREAMAPP_PENDING_LABELS_MAX_BYTES": "1001"}
-    with pytest.raises(ConfigError, match="PENDING_LABELS_MAX_BYTES .* must be at most half of"):
+    with pytest.raises(ConfigError, match=r"PENDING_LABELS_MAX_BYTES .* must be at most half of"):
         Settings.from_env(env)
     assert (
         Settings.from_env({**env, "STREAMAPP_PENDING_LABELS_MAX_BYTES": "1000"}).pending_labels_max_bytes
