@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import river
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamapp import signing, snapshot
@@ -21,6 +20,7 @@ from streamapp.settings import Secret, Settings
 from streamapp.signing import Signer
 from tests.integration.chaos import Cluster, assert_exact, run_stream
 from tests.integration.cluster import read_topic, send_raw, unique_env, wait_for
+from tests.unit.test_snapshot import header_fields
 
 PARTITIONS = 2
 WRONG_KEY = "not-the-workers-key-0123456789abcdefghijk"
@@ -38,18 +38,7 @@ class Touch:
 
 def forged_header(partition: int, offset: int, seq: int, payload: bytes, fmt: int) -> bytes:
     """A header a worker could have written, claiming a newer snapshot than any kept."""
-    fields: dict[str, Any] = {
-        "format": fmt,
-        "partition": partition,
-        "offset": offset,
-        "seq": seq,
-        "created": 0.0,
-        "model": "hoeffding_tree",
-        "river": river.__version__,
-        "python": "3.11",
-        "payload_bytes": len(payload),
-        "models": ["hoeffding_tree"],
-    }
+    fields = header_fields(partition, offset, seq, format=fmt, payload_bytes=len(payload))
     if fmt == 1:
         fields["payload_sha256"] = hashlib.sha256(payload).hexdigest()  # correct: anyone can compute it
     return orjson.dumps(fields)
