@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -229,3 +230,49 @@ def test_every_endpoint_answers_with_and_without_tokens_as_documented(cluster: C
             "change": [{"apiToken": []}],
         }[access]
         assert op["security"] == expected_security, (method, path)
+
+
+def raw_request(worker: Worker, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Bytes no HTTP client library would send: the status and the JSON body of the answer."""
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=30) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /\x00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400),  # a malformed request line
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\nConnection: close\r\n\r\n", 400),
+        (
+            b"GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n",
+            401,
+        ),
+        (
+            b"GET /models/%C2%B2 HTTP/1.1\r\nHost: x\r\nAUTH\r\nConnection: close\r\n\r\n",
+            404,
+        ),  # a Unicode digit
+        (b"GET /models/%C2%B2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 401),  # the token first
+        (b"GET /router/something HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),  # Faust's own view
+        (b"DELETE /models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
+        (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nAUTH\r\nContent-Length: 3000000\r\n"
+            b"Content-Type: application/json\r\nConnection: close\r\n\r\n" + b" " * 3_000_000,
+            413,
+        ),
+    ],
+)
+def test_requests_no_client_library_sends_get_a_json_4xx(
+    cluster: Cluster, request_bytes: bytes, status: int
+) -> None:
+    worker = cluster.workers["w1"]
+    got, body = raw_request(
+        worker, request_bytes.replace(b"AUTH", f"Authorization: Bearer {READ_TOKEN}".encode())
+    )
+    assert got == status and isinstance(body.get("error"), str), (got, body)
+    assert worker.alive()
