@@ -185,15 +185,23 @@ def features(x: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Feature]:
         raise BadEvent(f"'x' must be an object of features, got {type(x).__name__}")
     if len(x) > limits.max_features:
         raise BadEvent(f"{len(x)} features, over {limits.max_features} (STREAMAPP_MAX_FEATURES)")
+    longest, bound = limits.max_name_length, limits.max_abs_number
     for name, value in x.items():
-        if not isinstance(value, bool | int | float | str):
-            kind = "null" if value is None else type(value).__name__
-            raise BadEvent(f"feature {name[:64]!r} must be a number, string or boolean, got {kind}")
-        _text("a feature name", name, limits)
-        if isinstance(value, str):
-            _text(f"feature {name!r}", value, limits)
+        # The common case costs two comparisons; the reason is written only for a refusal.
+        kind = type(value)
+        if kind is bool:
+            pass
+        elif kind is str or isinstance(value, str):
+            if len(value) > longest:
+                _text(f"feature {name!r}", value, limits)
+        elif kind is float or kind is int or isinstance(value, int | float):
+            if not -bound <= value <= bound:  # NaN and infinities fail this too
+                _number(f"feature {name!r}", value, limits)
         else:
-            _number(f"feature {name!r}", value, limits)
+            what = "null" if value is None else kind.__name__
+            raise BadEvent(f"feature {name[:64]!r} must be a number, string or boolean, got {what}")
+        if len(name) > longest:
+            _text("a feature name", name, limits)
     return x
 
 

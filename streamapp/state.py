@@ -102,7 +102,6 @@ class PartitionState:
     labels_kind: str | None = None  # LABEL_KINDS' name of the first label learned
     classes: frozenset[Label] = frozenset()  # multiclass: the labels learned
     max_classes = 100
-    feature_kinds: dict[str, str] | None = None  # name -> "number" | "string"
     model_errors = 0  # events a model raised on after they passed every check
     rollback_min_interval = 0.0  # seconds of record time between two rollbacks
     last_rollback_at = 0.0  # record time of the last rollback
@@ -132,6 +131,7 @@ class PartitionState:
         self.labels_late = 0
         self.labels_unknown = 0
         self.pending_evicted = 0
+        self.feature_kinds: dict[str, str] = {}  # name -> "number" | "string", as first seen
         self.deadletters = 0
         self.gaps = 0
         self.replays_skipped = 0
@@ -209,19 +209,22 @@ class PartitionState:
 
     # -- checks: a message that would fail changes nothing -----------------------------------------
 
-    def check_features(self, x: dict[str, Feature]) -> None:
+    def check_features(self, x: dict[str, Feature]) -> bool:
         """Each feature keeps the kind (number or string) it first had in the partition: a tree
-        that split on a number cannot compare it with a string, and learning fails half-way."""
+        that split on a number cannot compare it with a string, and learning fails half-way.
+        True when `x` names a feature the partition has not seen (to be noted once applied)."""
         kinds = self.feature_kinds
-        if not kinds:
-            return
+        new = False
         for name, value in x.items():
             known = kinds.get(name)
-            if known is not None and known != feature_kind(value):
+            if known is None:
+                new = True
+            elif known != ("string" if isinstance(value, str) else "number"):
                 raise BadEvent(
                     f"feature {name!r} is a {known} in this partition, got a {feature_kind(value)} "
                     f"({value!r:.40}); a feature must keep its kind"
                 )
+        return new
 
     def check_label(self, y: Label) -> None:
         """The label fits the task and the labels learned so far (BadEvent with the reason).
@@ -258,8 +261,6 @@ class PartitionState:
             self.classes = self.classes | {y}
 
     def _known_features(self, x: dict[str, Feature]) -> None:
-        if self.feature_kinds is None:
-            self.feature_kinds = {}
         kinds = self.feature_kinds
         for name, value in x.items():
             if name not in kinds:
@@ -327,7 +328,7 @@ class PartitionState:
         Raises BadEvent before anything changes when the event does not fit the partition; an
         exception of a model's predict_one changes nothing either (predictions are pure).
         """
-        self.check_features(event.x)
+        new_features = self.check_features(event.x)
         if event.y is not None:
             self.check_label(event.y)
         contenders = self.contenders
@@ -338,7 +339,8 @@ class PartitionState:
         else:
             predictions = [c.predict(event.x) for c in contenders]
         t1 = time.perf_counter()
-        self._known_features(event.x)
+        if new_features:
+            self._known_features(event.x)
         learned = False
         if self.task == "anomaly":
             for contender in contenders:
