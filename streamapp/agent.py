@@ -24,7 +24,7 @@ from streamapp.outbox import Outbox
 from streamapp.records import BadEvent, Control, Event, LateLabel, Limits
 from streamapp.settings import Settings
 from streamapp.signing import Signer
-from streamapp.state import Applied, PartitionState
+from streamapp.state import Applied, LearnFailed, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ FLUSH_SNAPSHOTS_OVER = 4 * 1024 * 1024
 
 class GapError(RuntimeError):
     """A partition's log lacks offsets the model needs; learning on would not be exact."""
+
+
+class Rewound(Exception):
+    """The partition was put back before the record being handled: stop its batch here."""
 
 
 #: (topic, partition, key, value, headers): hands one record to the producer
@@ -93,6 +97,9 @@ class Learner:
         self.signer = signer
         self.limits = Limits.from_settings(settings)
         self.states: dict[int, PartitionState] = {}
+        #: {partition: {offset: reason}}: records a model failed to learn, dead-lettered when the
+        #: replay after a rewind reaches them (see rewind)
+        self.poisoned: dict[int, dict[int, str]] = {}
         self.timings: dict[int, Timing] = {}
         #: verified headers of each partition's kept snapshots, by table key: listings and the
         #: rollback check read these instead of the values (up to 64 MiB each)
@@ -111,6 +118,7 @@ class Learner:
         for partition in set(self.states) - partitions:
             del self.states[partition]
             self.timings.pop(partition, None)
+            self.poisoned.pop(partition, None)  # the next owner finds them again, in its replay
             log.info("partition %d: revoked, state released", partition)
         for partition in set(self._headers) - partitions:
             del self._headers[partition]  # its next owner writes the table now
@@ -247,7 +255,11 @@ class Learner:
         for record in batch:
             if not still_ours():
                 break  # a rebalance: the partition's next owner resumes at its model's offset
-            await self.handle(state, timing, tp, record, predictions)
+            try:
+                await self.handle(state, timing, tp, record, predictions)
+            except Rewound:
+                await predictions.send()
+                return None  # the offset committed so far still covers what was emitted
         await predictions.send()
         return state.offset if state.positioned else None
 
@@ -270,11 +282,18 @@ class Learner:
         replayed = state.replaying(offset)
         produced = record.timestamp / 1000 if record.timestamp else received
         rollbacks = state.rollbacks
+        poisoned = self.poisoned.get(tp.partition)
         try:
+            if poisoned and offset in poisoned:
+                raise BadEvent(poisoned.pop(offset))
             scored = self._apply(state, tp, record, produced)
         except BadEvent as exc:
             await self._dead_letter(state, tp, record, str(exc))
-        except Exception as exc:  # a model raised on a message that passed every check
+        except LearnFailed as exc:
+            log.exception("partition %d offset %d: a model raised while learning", tp.partition, offset)
+            self.rewind(state, offset, str(exc))
+            raise Rewound from exc
+        except Exception as exc:  # a model's predict_one raised: nothing was changed
             state.model_errors += 1
             log.exception("partition %d offset %d: the model raised", tp.partition, offset)
             await self._dead_letter(state, tp, record, f"model error: {type(exc).__name__}: {exc}")
@@ -289,6 +308,33 @@ class Learner:
                 await self._snapshot(state, tp, time.time())
                 return
         await self._maybe_snapshot(state, tp)
+
+    def rewind(self, state: PartitionState, offset: int, reason: str) -> PartitionState:
+        """Put the partition back as it was before `offset`, whose record a model failed to
+        learn half-way: its newest snapshot (or a new model from the first offset it ever
+        applied) takes over, the offset guard sees the next records as a gap and seeks back, and
+        the replay re-applies the log up to `offset` exactly (predictions marked replayed),
+        then dead-letters that record with `reason`. Changes nothing the log does not repeat."""
+        partition = state.partition
+        self.poisoned.setdefault(partition, {})[offset] = reason
+        del self.states[partition]
+        restored, source = self.state_for_recovery(partition)
+        if source == "new":
+            restored.offset = state.first_offset - 1
+            restored.first_offset = state.first_offset
+        restored.positioned = True
+        restored.replay_until = max(state.replay_until, offset)
+        restored.model_errors = state.model_errors + 1
+        log.error(
+            "partition %d: MODEL ERROR at offset %d (%s): rewound to %s at offset %d; replaying "
+            "the log up to it, then dead-lettering it",
+            partition,
+            offset,
+            reason,
+            f"snapshot #{restored.snapshot_seq}" if source == "snapshot" else "a new model",
+            restored.offset,
+        )
+        return restored
 
     def _apply(
         self, state: PartitionState, tp: TP, record: ConsumerRecord, at: float

@@ -50,6 +50,15 @@ LABEL_KINDS = {
 }
 
 
+class LearnFailed(Exception):
+    """A model raised while learning, after every check passed: the partition's state may be
+    half-changed, so it must be put back as it was before this offset (Learner.rewind)."""
+
+    def __init__(self, offset: int, cause: Exception) -> None:
+        super().__init__(f"model error: {type(cause).__name__}: {cause}")
+        self.offset = offset
+
+
 def label_kind(y: Label) -> str:
     return "bool" if isinstance(y, bool) else type(y).__name__
 
@@ -106,6 +115,7 @@ class PartitionState:
     rollback_min_interval = 0.0  # seconds of record time between two rollbacks
     last_rollback_at = 0.0  # record time of the last rollback
     control_ids: Sequence[str] = ()  # ids of the last KEEP_CONTROL_IDS control events applied
+    first_offset = -1  # the first offset this model (through all its snapshots) applied
 
     def __init__(
         self,
@@ -286,6 +296,8 @@ class PartitionState:
         if self.positioned and offset != self.offset + 1:
             self.gaps += 1
             return "gap"
+        if self.first_offset < 0:
+            self.first_offset = offset
         self.positioned = True
         return "apply"
 
@@ -341,22 +353,10 @@ class PartitionState:
         t1 = time.perf_counter()
         if new_features:
             self._known_features(event.x)
-        learned = False
-        if self.task == "anomaly":
-            for contender in contenders:
-                contender.learn(event.x, None)
-            learned = True
-            if event.y is not None:
-                self._score(event.y, predictions, offset)
-            elif self.pending_max:
-                self._wait_for_label(event.id, None, predictions, at, event.size)
-        elif event.y is not None:
-            self._score(event.y, predictions, offset)
-            for contender in self.contenders:  # a drift reset may just have replaced a model
-                contender.learn(event.x, event.y)
-            learned = True
-        elif self.pending_max:
-            self._wait_for_label(event.id, event.x, predictions, at, event.size)
+        try:
+            learned = self._learn_event(event, predictions, offset, at)
+        except Exception as exc:
+            raise LearnFailed(offset, exc) from exc
         t2 = time.perf_counter()
         self.events_seen += 1
         self.events_learned += learned
@@ -369,6 +369,26 @@ class PartitionState:
                 if i != champion
             }
         return Applied(predictions[champion], learned, t1 - t0, t2 - t1, shadows)
+
+    def _learn_event(self, event: Event, predictions: Predictions, offset: int, at: float) -> bool:
+        """Metrics, drift and models meet the event (anomaly models learn every event); whether
+        it was learned now."""
+        if self.task == "anomaly":
+            for contender in self.contenders:
+                contender.learn(event.x, None)
+            if event.y is not None:
+                self._score(event.y, predictions, offset)
+            elif self.pending_max:
+                self._wait_for_label(event.id, None, predictions, at, event.size)
+            return True
+        if event.y is not None:
+            self._score(event.y, predictions, offset)
+            for contender in self.contenders:  # a drift reset may just have replaced a model
+                contender.learn(event.x, event.y)
+            return True
+        if self.pending_max:
+            self._wait_for_label(event.id, event.x, predictions, at, event.size)
+        return False
 
     def apply_label(self, label: LateLabel, offset: int, at: float = 0.0) -> bool:
         """Learn from a late label with the features and predictions kept at scoring time.
@@ -387,10 +407,14 @@ class PartitionState:
             return False
         x, predictions, _, size = entry
         self.pending_bytes -= size
-        self._score(label.y, predictions, offset)
+        try:
+            self._score(label.y, predictions, offset)
+            if x is not None:
+                for contender in self.contenders:
+                    contender.learn(x, label.y)
+        except Exception as exc:
+            raise LearnFailed(offset, exc) from exc
         if x is not None:
-            for contender in self.contenders:
-                contender.learn(x, label.y)
             self.events_learned += 1
         self.labels_late += 1
         return True

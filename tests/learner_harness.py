@@ -46,6 +46,8 @@ class Harness:
     deadletters: list[tuple[int, str]] = field(default_factory=list)
     snapshots: dict[str, bytes] = field(default_factory=dict)
     offset: int = 0
+    #: every (value, headers) fed, by offset: what the partition's log holds
+    log: list[tuple[bytes | None, Sequence[tuple[str, bytes]]]] = field(default_factory=list)
 
     @classmethod
     def build(cls, **settings: str) -> Harness:
@@ -89,25 +91,21 @@ class Harness:
         headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
         at: float | None = None,
     ) -> None:
-        """Hand `values` to the learner as the next offsets of partition 0, in one fetched batch."""
+        """Append `values` to partition 0's log and hand them to the learner in one fetched batch."""
+        self.log.extend(zip(values, headers or [()] * len(values), strict=True))
+        self.offset += len(values)
+        self.fetch(self.offset - len(values), at)
+
+    def fetch(self, start: int, at: float | None = None) -> None:
+        """Hand the log from `start` on to the learner in one fetched batch, as a consumer that
+        was moved (or sought back) to `start` would."""
         timestamp = int((time.time() if at is None else at) * 1000)
         batch = [
             ConsumerRecord(
-                TOPIC,
-                0,
-                self.offset + i,
-                timestamp,
-                0,
-                b"key",
-                value,
-                None,
-                3,
-                len(value or b""),
-                tuple(headers[i]) if headers else (),
+                TOPIC, 0, offset, timestamp, 0, b"key", value, None, 3, len(value or b""), tuple(headers)
             )
-            for i, value in enumerate(values)
+            for offset, (value, headers) in enumerate(self.log[start:], start=start)
         ]
-        self.offset += len(values)
         asyncio.run(self.learner.handle_batch(TP(TOPIC, 0), batch, lambda: True))
         sink = self._sink  # type: ignore[attr-defined]
         self.predictions.extend(orjson.loads(value) for _, value in sink)
