@@ -291,7 +291,7 @@ class Learner:
             await self._dead_letter(state, tp, record, str(exc))
         except LearnFailed as exc:
             log.exception("partition %d offset %d: a model raised while learning", tp.partition, offset)
-            self.rewind(state, offset, str(exc))
+            self.rewind(state, tp, offset, str(exc))
             raise Rewound from exc
         except Exception as exc:  # a model's predict_one raised: nothing was changed
             state.model_errors += 1
@@ -309,12 +309,12 @@ class Learner:
                 return
         await self._maybe_snapshot(state, tp)
 
-    def rewind(self, state: PartitionState, offset: int, reason: str) -> PartitionState:
+    def rewind(self, state: PartitionState, tp: TP, offset: int, reason: str) -> PartitionState:
         """Put the partition back as it was before `offset`, whose record a model failed to
         learn half-way: its newest snapshot (or a new model from the first offset it ever
-        applied) takes over, the offset guard sees the next records as a gap and seeks back, and
-        the replay re-applies the log up to `offset` exactly (predictions marked replayed),
-        then dead-letters that record with `reason`. Changes nothing the log does not repeat."""
+        applied) takes over, the consumer is moved back to it (records already fetched are gaps
+        to the offset guard), and the replay re-applies the log up to `offset` exactly
+        (predictions marked replayed), then dead-letters that record with `reason`."""
         partition = state.partition
         self.poisoned.setdefault(partition, {})[offset] = reason
         del self.states[partition]
@@ -325,6 +325,8 @@ class Learner:
         restored.positioned = True
         restored.replay_until = max(state.replay_until, offset)
         restored.model_errors = state.model_errors + 1
+        restored.reseeked_at = time.monotonic()  # this seek is the one the gaps would ask for
+        self._seek_back(tp, restored.offset + 1)
         log.error(
             "partition %d: MODEL ERROR at offset %d (%s): rewound to %s at offset %d; replaying "
             "the log up to it, then dead-lettering it",
@@ -422,8 +424,12 @@ class Learner:
             offset,
             expected,
         )
-        # In the background: the agent must keep draining the events fetched before the seek.
-        task = asyncio.ensure_future(self.seek(tp, expected))
+        self._seek_back(tp, expected)
+
+    def _seek_back(self, tp: TP, offset: int) -> None:
+        """Move the partition's consumer back to `offset`, in the background: the agent must
+        keep draining the events fetched before the seek."""
+        task = asyncio.ensure_future(self.seek(tp, offset))
         self._seeks.add(task)
         task.add_done_callback(self._seeks.discard)
 

@@ -46,6 +46,8 @@ class Harness:
     deadletters: list[tuple[int, str]] = field(default_factory=list)
     snapshots: dict[str, bytes] = field(default_factory=dict)
     offset: int = 0
+    #: the offsets the learner moved the consumer back to
+    seeks: list[int] = field(default_factory=list)
     #: every (value, headers) fed, by offset: what the partition's log holds
     log: list[tuple[bytes | None, Sequence[tuple[str, bytes]]]] = field(default_factory=list)
 
@@ -67,6 +69,9 @@ class Harness:
         async def nothing(*args: object) -> None:
             return None
 
+        async def seek(tp: TP, offset: int) -> None:
+            harness.seeks.append(offset)
+
         def save(tp: TP, key: str, blob: bytes) -> None:
             harness.snapshots[key] = blob
 
@@ -74,7 +79,7 @@ class Harness:
             return _Outbox(sink)
 
         learner = Learner(
-            config, spec, challengers, {}, save, emit, outbox, nothing, nothing, Signer.from_settings(config)
+            config, spec, challengers, {}, save, emit, outbox, seek, nothing, Signer.from_settings(config)
         )
         harness = cls(learner)
         learner.snapshots = harness.snapshots

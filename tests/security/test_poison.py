@@ -13,6 +13,7 @@ from river import datasets as river_datasets
 
 from streamapp import datasets, models
 from streamapp.settings import Settings
+from tests import custom_models
 from tests.integration.cluster import Worker, end_offsets, read_topic, send_raw, unique_env, wait_for
 from tests.oracle import river_on_log
 
@@ -139,3 +140,33 @@ def test_poison_pills_are_dead_lettered_and_no_worker_stops(tmp_path: Path, pres
         assert emitted == {
             o: orjson.loads(orjson.dumps(p, option=orjson.OPT_NON_STR_KEYS)) for o, p in river.items()
         }
+
+
+def test_a_model_that_fails_half_way_through_learning_is_rewound_by_a_real_worker(tmp_path: Path) -> None:
+    """A custom model that raises after it changed itself: the worker puts the partition back
+    (its snapshot, replayed from the log) and dead-letters that record; the model then equals
+    River's on every other event, as if the record had never come."""
+    boom = 150
+    env = unique_env(1, model="tests.custom_models:exploding_tree", snapshot_every_events="50")
+    settings = Settings.from_env(env)
+    values = [
+        orjson.dumps({"id": s.id, "x": {**s.x, "boom": int(i == boom)}, "y": s.y})
+        for i, s in enumerate(datasets.load("phishing", limit=300))
+    ]
+    send_raw(settings.events_topic, [(0, b"k", value) for value in values])
+    worker = Worker(env, tmp_path / "w1").start()
+    try:
+        served = worker.wait_caught_up(settings.events_topic, 1)
+        assert worker.alive()
+    finally:
+        worker.stop()
+    (state,) = served.values()
+    assert state["model_errors"] == 1 and state["deadletters"] == 1
+    (letter,) = read_topic(settings.deadletter_topic, 1)[0]
+    headers = dict(letter.headers)
+    assert headers["streamapp.source.offset"] == str(boom).encode()
+    assert headers["streamapp.error.reason"] == b"model error: RuntimeError: boom after learning"
+    docs = [SKIP if i == boom else orjson.loads(v) for i, v in enumerate(values)]
+    scores, _, _ = river_on_log(docs, custom_models.plain_tree, ["rocauc", "accuracy", "logloss"])
+    assert {k: state["metrics"][k] for k in scores} == pytest.approx(scores, abs=TOL)
+    assert "MODEL ERROR at offset 150" in worker.log_path.read_text()
