@@ -140,14 +140,18 @@ def test_a_64_megabyte_snapshot_is_written_and_recovered_from_the_changelog(tmp_
 
 
 def test_an_oversized_snapshot_is_a_clear_error_and_the_stream_goes_on(tmp_path: Path) -> None:
+    """A state too large to snapshot is no crash loop: the worker learns on, and after a
+    SIGKILL it recovers from the log (there is no snapshot) exactly."""
     env = unique_env(
         1, max_snapshot_bytes="2000", pending_labels_max_bytes="1000", snapshot_every_events="100"
     )
     cluster = Cluster(env, tmp_path)
     try:
-        worker = cluster.start("w1")
-        run_stream(env, events=300, rate=300, script=[])
+        cluster.start("w1")
+        script = [(1, lambda: cluster.stop("w1", signal.SIGKILL)), (2, lambda: cluster.start("w1"))]
+        run_stream(env, events=900, rate=300, script=script)
         assert_exact(cluster, Settings.from_env(env))
+        worker = cluster.workers["w1"]
         (state,) = worker.models().values()
         assert state["snapshot"]["errors"] >= 1 and state["snapshot"]["seq"] == 0
         assert "over the limit of 2000 (STREAMAPP_MAX_SNAPSHOT_BYTES)" in worker.log_path.read_text()
