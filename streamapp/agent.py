@@ -342,7 +342,8 @@ class Learner:
         self, state: PartitionState, tp: TP, record: ConsumerRecord, at: float
     ) -> tuple[Event, Applied] | None:
         """Decode, check and apply one record at record time `at`; the scored event if it was
-        one. Raises BadEvent (or a model's exception) before anything changes."""
+        one. Raises BadEvent (or a model's exception from predicting) before anything changes,
+        and LearnFailed when a model raised half-way through learning."""
         decoded = records.decode(record.value, self.limits)
         if isinstance(decoded, LateLabel):
             state.apply_label(decoded, record.offset, at)
