@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
-import weakref
 from collections.abc import Callable, MutableMapping, Sequence
 from functools import partial
 from typing import Any, cast
@@ -18,11 +16,9 @@ from typing import Any, cast
 import faust
 import orjson
 from aiokafka.errors import IllegalStateError
-from faust import streams as faust_streams
-from faust.transport.drivers.aiokafka import Producer as FaustAiokafkaProducer
-from faust.types import TP, Message, StreamT, TopicT
+from faust.types import TP, StreamT, TopicT
 
-from streamapp import kafka_security, models, web
+from streamapp import kafka_security, models, seam, web
 from streamapp.agent import GapError, Learner
 from streamapp.consumer import BatchApp, BatchConsumer
 from streamapp.outbox import Outbox
@@ -67,21 +63,12 @@ def key_by_field(field: str) -> Callable[[bytes], bytes]:
 
 
 def table_writer(app: faust.App, table: MutableMapping[str, bytes]) -> Callable[[TP, str, bytes], None]:
-    """Writes to `table` for a partition of the source topic, outside Faust's streams.
-
-    Faust's table picks the changelog partition and the RocksDB db of a write from the current
-    stream event; the batch route has none, so each write runs with a stand-in event of the
-    partition it belongs to (the same thing Faust's stream iterator sets for its events).
-    """
+    """Writes to `table` for a partition of the source topic, outside Faust's streams: each
+    write runs as if an event of that partition were being processed (seam.current_event)."""
 
     def write(tp: TP, key: str, value: bytes) -> None:
-        message = Message(tp.topic, tp.partition, -1, time.time(), 0, None, None, None, None, tp=tp)
-        event = app.create_event(None, None, None, message)
-        token = faust_streams._current_event.set(weakref.ref(event))
-        try:
+        with seam.current_event(app, tp):
             table[key] = value
-        finally:
-            faust_streams._current_event.reset(token)
 
     return write
 
@@ -169,8 +156,7 @@ def create_app(settings: Settings) -> faust.App:
         cast(asyncio.Future, future).add_done_callback(delivered)
 
     def outbox(topic: str, partition: int) -> Outbox:
-        # Faust's ProducerT does not declare the aiokafka producer its driver holds.
-        producer = cast(FaustAiokafkaProducer, app.output_producer)._ensure_producer()
+        producer = seam.aiokafka_producer(app.output_producer)
         return Outbox(producer, topic, partition, delivered)
 
     learner = Learner(
@@ -251,8 +237,10 @@ def create_app(settings: Settings) -> faust.App:
             # it. Fetched anyway, its records (our own snapshots) stalled fetches (measured: 100
             # ms per partition after its first snapshot; p99 latency 115 -> 30 ms, HT at 7,000/s).
             changelog = snapshots.changelog_topic.get_topic_name()
+            # Paused in aiokafka itself: Faust's own pause only filters what it hands on, and a
+            # fetched batch nobody drains holds up the next fetch for 100 ms (its prefetch backoff).
             batch_consumer = cast(BatchConsumer, app.consumer)
-            await batch_consumer.pause_fetching([TP(changelog, tp.partition) for tp in actives])
+            await batch_consumer.pause_in_client([TP(changelog, tp.partition) for tp in actives])
         except IllegalStateError as exc:
             # A new rebalance took partitions away while this one was being positioned; its own
             # recovery runs this again for the partitions this worker then owns.

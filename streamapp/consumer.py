@@ -18,22 +18,22 @@ What Faust's path did for these records, this does too:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from time import monotonic
 from typing import Any, cast
 
-import faust
-from aiokafka import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.transports import ProducerT, TransportT
 from mode import ServiceT
 
+from streamapp.seam import AppSeam, ConsumerSeam
+
 #: (partition, its fetched records, "still ours?") -> offset of the last event the model applied
 BatchHandler = Callable[[TP, Sequence[Any], Callable[[], bool]], Awaitable[int | None]]
 
 
-class BatchConsumer(faust_aiokafka.Consumer):
+class BatchConsumer(ConsumerSeam):
     """The aiokafka consumer of Faust, with one topic's records routed to a batch handler."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -42,11 +42,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._batch_idle = asyncio.Event()
         self._batch_idle.set()
 
-    async def _wait_next_records(self, timeout: float) -> tuple[Any, set[TP] | None]:
-        records, active = await super()._wait_next_records(timeout)
+    async def route_fetched(self, records: Mapping[Any, Any], active: set[TP] | None) -> Mapping[Any, Any]:
         route = cast(BatchApp, self.app).batch_route
-        if not records or route is None:
-            return records, active
+        if route is None:
+            return records
         is_batch_topic, handler = route
         rest = {}
         for fetched, batch in records.items():
@@ -54,7 +53,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await self._deliver(handler, TP(fetched.topic, fetched.partition), batch, active)
             else:
                 rest[fetched] = batch
-        return rest, active
+        return rest
 
     async def _deliver(
         self, handler: BatchHandler, tp: TP, batch: Sequence[Any], active: set[TP] | None
@@ -98,44 +97,23 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._next_offsets.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
-    async def pause_fetching(self, tps: Iterable[TP]) -> None:
-        """Pause partitions in aiokafka itself. Faust's own pause only filters what it hands
-        on: aiokafka still fetches the partitions, and a fetched batch nobody drains holds up the
-        next fetch from that broker for 100 ms (its prefetch backoff). A rebalance resets it."""
-        consumer = self._thread._ensure_consumer()
+    def extra_commit_tps(self) -> Iterable[TP]:
+        return self._next_offsets
 
-        wanted = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-
-        async def pause() -> None:
-            assigned = consumer.assignment()
-            consumer.pause(*(tp for tp in wanted if tp in assigned))
-
-        await self._thread.call_thread(pause)
-
-    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
-        pending = list(super()._filter_tps_with_pending_acks(topics))
-        for tp in self._next_offsets:
-            if tp not in pending and (topics is None or tp in topics or tp.topic in topics):
-                pending.append(tp)
-        return iter(pending)
-
-    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+    async def before_commit(self) -> None:
         # At least once: the outputs of the events being committed are delivered first (Faust
         # flushes its own producer in there too).
         await cast(BatchApp, self.app).output_producer.flush()
-        return await super()._commit_offsets(offsets, start_new_transaction)
 
-    def _new_offset(self, tp: TP) -> int | None:
-        if tp in self._next_offsets:
-            return self._next_offsets[tp]
-        return super()._new_offset(tp)
+    def next_offset(self, tp: TP) -> int | None:
+        return self._next_offsets.get(tp)
 
 
 class BatchTransport(faust_aiokafka.Transport):
     Consumer = BatchConsumer
 
 
-class BatchApp(faust.App):
+class BatchApp(AppSeam):
     """A Faust app whose consumer routes `batch_route`'s topic to its handler, with a producer of
     its own for the handler's outputs."""
 
@@ -145,7 +123,7 @@ class BatchApp(faust.App):
     preflight: Callable[[], Awaitable[None]] | None = None
     _output_producer: ProducerT | None = None
 
-    def _new_transport(self) -> TransportT:
+    def new_transport(self) -> TransportT:
         return BatchTransport(self.conf.broker_consumer, self)
 
     @property

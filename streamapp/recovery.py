@@ -28,6 +28,7 @@ import faust
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
+from streamapp import seam
 from streamapp.state import PartitionState
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ async def resume_at_model_offsets(
             resume,
             f" ({behind - resume} events replay)" if behind is not None and behind > resume else "",
         )
-    if commits and not await consumer._commit(commits):
+    if commits and not await seam.commit(consumer, commits):
         raise RecoveryError(f"could not commit the model offsets {commits}")
     # Position every partition explicitly too: Faust's own seek skips partitions committed at 0
     # or never, and leaves them wherever the fetcher got to while recovery ran.

@@ -33,15 +33,13 @@ import faust
 import orjson
 from aiohttp import web as aioweb
 from aiohttp.typedefs import Middleware
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_server import Server
 from aiokafka.partitioner import murmur2
 from faust.web import Request, Response, View
 from faust.web.base import BlueprintManager
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from streamapp import control as controls
-from streamapp import openapi, records
+from streamapp import openapi, records, seam
 from streamapp.access import OPEN, Tokens
 from streamapp.agent import Learner
 from streamapp.histogram import BUCKETS
@@ -147,47 +145,15 @@ def _from_http_exception(request: aioweb.BaseRequest, exc: aioweb.HTTPException)
     return error_response(exc.status, reason, kept)
 
 
-class _JsonErrorHandler(RequestHandler):
-    """Answers what aiohttp refuses before any middleware runs (malformed request line or
-    headers: 400, and so on) as JSON, like every other error."""
-
-    def handle_error(
-        self,
-        request: aioweb.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> aioweb.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs; raises if already answering
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "error"
-        reason = f"{phrase}: {message}" if message and status != 500 else phrase
-        response = json_response({"error": reason}, status)
-        response.force_close()
-        return response
-
-
-class _JsonErrorServer(Server):
-    def __call__(self) -> RequestHandler:
-        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
-
-
-class JsonErrorsRunner(aioweb.AppRunner):
-    """Faust's AppRunner, whose connections answer protocol-level errors as JSON."""
-
-    async def _make_server(self) -> Server:
-        server = await super()._make_server()
-        server.__class__ = _JsonErrorServer
-        return server
-
-
-def _install_json_errors(app: faust.App) -> None:
-    driver = app.web
-    if isinstance(driver, AiohttpWeb):
-        # Faust builds its runner in Web.__init__ and starts it with the worker: swap it first.
-        driver._runner = JsonErrorsRunner(driver.web_app, access_log=None)
+def protocol_error(status: int, message: str) -> aioweb.StreamResponse:
+    """What aiohttp refuses before any middleware runs (a malformed request line or header:
+    400, and so on), answered as JSON like every other error."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "error"
+    reason = f"{phrase}: {message}" if message and status != 500 else phrase
+    return json_response({"error": reason}, status)
 
 
 # -- the guard: routes, access, errors ---------------------------------------------------------
@@ -278,7 +244,7 @@ def register(
     # mounted, and the guard answers 404 for any route outside the API table anyway.
     app.web.blueprints = BlueprintManager()
     cast(AiohttpWeb, app.web).web_app.middlewares.append(guard(tokens, verifier))
-    _install_json_errors(app)
+    seam.answer_protocol_errors(app, protocol_error)
 
     def ready() -> tuple[bool, str]:
         if app.rebalancing:
@@ -459,8 +425,8 @@ def register(
             detail = partition_summary(p, time.time())
             detail.update(
                 worker=peers.me,
-                parameters=state.model._get_params(),
-                memory_bytes=state.model._raw_memory_usage,
+                parameters=seam.model_parameters(state.model),
+                memory_bytes=seam.model_memory_bytes(state.model),
                 snapshot_download=f"/models/{p}/snapshot",
             )
             return json(detail)
