@@ -33,7 +33,7 @@ COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
     ("streamapp_model_errors", "Events a model raised on despite every check.", lambda s: s.model_errors),
     ("streamapp_labels_late", "Late labels matched to a waiting event.", lambda s: s.labels_late),
     ("streamapp_labels_unknown", "Late labels of an unknown or expired id.", lambda s: s.labels_unknown),
-    ("streamapp_pending_evicted", "Unlabelled events dropped (count limit).", lambda s: s.pending_evicted),
+    ("streamapp_pending_evicted", "Waiting events dropped (bounds, id reused).", lambda s: s.pending_evicted),
     ("streamapp_pending_expired", "Unlabelled events dropped (age limit).", lambda s: s.pending_expired),
     ("streamapp_gaps", "Offsets that arrived out of order and were fetched again.", lambda s: s.gaps),
     ("streamapp_events_replayed", "Events scored again after a recovery.", lambda s: s.events_replayed),

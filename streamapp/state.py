@@ -534,8 +534,9 @@ class PartitionState:
         go first). Sizes are the events' own bytes, so a replay evicts exactly the same ones."""
         self._expire(at)
         replaced = self.pending.pop(event_id, None)  # an id sent twice waits once, as the newest
-        if replaced is not None:
+        if replaced is not None:  # the older one is dropped, and counted like any other
             self.pending_bytes -= replaced[3]
+            self.pending_evicted += 1
         self.pending[event_id] = (x, predictions, at, size)
         self.pending_bytes += size
         limit = self.pending_max_bytes or float("inf")

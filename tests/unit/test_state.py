@@ -381,3 +381,13 @@ def test_rollbacks_are_rate_limited_in_record_time() -> None:
     state.roll_back(PartitionState(0, models.resolve("hoeffding_tree"), pending_max=0), 1, 0, at=1000.0)
     assert state.rollback_wait(1030.0) == 30.0
     assert state.rollback_wait(1060.0) == 0.0
+
+
+def test_an_event_whose_id_a_newer_event_reuses_is_counted_not_lost() -> None:
+    """Every event ends applied, dead-lettered or counted: two unlabelled events with one id
+    and one label: the newer is learned, the older counted as evicted."""
+    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=10)
+    state.apply_event(Event("a", {"f": 1.0}, None, None), 0)
+    state.apply_event(Event("a", {"f": 2.0}, None, None), 1)
+    assert state.apply_label(records.LateLabel("a", True), 2)
+    assert (state.pending_evicted, state.labels_late, state.events_learned) == (1, 1, 1)
