@@ -61,9 +61,6 @@ class Tokens:
         self.read_token = read_token
         self.api_token = api_token
 
-    def read_is_open(self) -> bool:
-        return not self.read_token
-
     def check(self, level: str, headers: Mapping[str, str], peer: bool) -> Refused | None:
         """None when a request of `level` with these headers may proceed, else why not.
 

@@ -309,7 +309,7 @@ class Learner:
                 return
         await self._maybe_snapshot(state, tp)
 
-    def rewind(self, state: PartitionState, tp: TP, offset: int, reason: str) -> PartitionState:
+    def rewind(self, state: PartitionState, tp: TP, offset: int, reason: str) -> None:
         """Put the partition back as it was before `offset`, whose record a model failed to
         learn half-way: its newest snapshot (or a new model from the first offset it ever
         applied) takes over, the consumer is moved back to it (records already fetched are gaps
@@ -336,7 +336,6 @@ class Learner:
             f"snapshot #{restored.snapshot_seq}" if source == "snapshot" else "a new model",
             restored.offset,
         )
-        return restored
 
     def _apply(
         self, state: PartitionState, tp: TP, record: ConsumerRecord, at: float

@@ -54,9 +54,8 @@ class LearnFailed(Exception):
     """A model raised while learning, after every check passed: the partition's state may be
     half-changed, so it must be put back as it was before this offset (Learner.rewind)."""
 
-    def __init__(self, offset: int, cause: Exception) -> None:
+    def __init__(self, cause: Exception) -> None:
         super().__init__(f"model error: {type(cause).__name__}: {cause}")
-        self.offset = offset
 
 
 def label_kind(y: Label) -> str:
@@ -356,7 +355,7 @@ class PartitionState:
         try:
             learned = self._learn_event(event, predictions, offset, at)
         except Exception as exc:
-            raise LearnFailed(offset, exc) from exc
+            raise LearnFailed(exc) from exc
         t2 = time.perf_counter()
         self.events_seen += 1
         self.events_learned += learned
@@ -413,7 +412,7 @@ class PartitionState:
                 for contender in self.contenders:
                     contender.learn(x, label.y)
         except Exception as exc:
-            raise LearnFailed(offset, exc) from exc
+            raise LearnFailed(exc) from exc
         if x is not None:
             self.events_learned += 1
         self.labels_late += 1
