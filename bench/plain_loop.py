@@ -17,8 +17,8 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamapp import models, records
+from streamapp.partition import PartitionState
 from streamapp.records import BadEvent, Event
-from streamapp.state import PartitionState
 
 
 async def run(bootstrap: str, topic: str, output: str, model: str, group: str) -> None:

@@ -18,10 +18,10 @@ from quixstreams import Application, State, message_context
 
 from bench.plain_loop import peer_arguments
 from streamapp import models, records, snapshot
+from streamapp.partition import PartitionState
 from streamapp.records import Event
 from streamapp.settings import Secret
 from streamapp.signing import Signer
-from streamapp.state import PartitionState
 
 SNAPSHOT_EVERY = 5000
 CHUNK = 512 * 1024  # characters per state value: Quix's changelog keeps the broker's 1 MB limit

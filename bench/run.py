@@ -30,9 +30,9 @@ from pathlib import Path
 from bench import measure, plots, soak
 from bench.failover import measure_failover
 from streamapp import datasets, models, producer
+from streamapp.partition import PartitionState
 from streamapp.records import Event
 from streamapp.settings import Settings
-from streamapp.state import PartitionState
 from tests.integration.cluster import ROOT, Worker, unique_env, wait_for
 
 PARTITIONS = 8

@@ -13,10 +13,10 @@ import argparse
 import time
 
 from streamapp import datasets, models, producer, records, snapshot
+from streamapp.partition import PartitionState
 from streamapp.records import Event
 from streamapp.settings import Secret
 from streamapp.signing import Signer
-from streamapp.state import PartitionState
 
 PARTITIONS = 8
 SIGNER = Signer(Secret("bench-signing-key-0123456789abcdefghij"))  # the HMAC is part of the cost

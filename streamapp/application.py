@@ -19,9 +19,9 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP, StreamT, TopicT
 
 from streamapp import kafka_security, models, seam, web
-from streamapp.agent import GapError, Learner
 from streamapp.consumer import BatchApp, BatchConsumer
 from streamapp.outbox import Outbox
+from streamapp.processor import GapError, Processor
 from streamapp.prometheus import serve_metrics
 from streamapp.recovery import ConsumerOffsets, resume_at_model_offsets, seek_back
 from streamapp.settings import Settings
@@ -159,7 +159,7 @@ def create_app(settings: Settings) -> faust.App:
         producer = seam.aiokafka_producer(app.output_producer)
         return Outbox(producer, topic, partition, delivered)
 
-    learner = Learner(
+    processor = Processor(
         settings,
         spec,
         challengers,
@@ -178,13 +178,13 @@ def create_app(settings: Settings) -> faust.App:
 
     async def learn_batch(tp: TP, batch: Sequence[Any], still_ours: Callable[[], bool]) -> int | None:
         try:
-            return await learner.handle_batch(tp, batch, still_ours)
+            return await processor.handle_batch(tp, batch, still_ours)
         except GapError as exc:
             log.critical("streamapp: %s; stopping the worker", exc)
             await app.crash(exc)
             return None
 
-    # The source topic's records reach the learner in fetched batches (streamapp/consumer.py).
+    # The source topic's records reach the processor in fetched batches (streamapp/consumer.py).
     app.batch_route = (is_source, learn_batch)
 
     async def check_kafka_access() -> None:
@@ -215,7 +215,7 @@ def create_app(settings: Settings) -> faust.App:
         # broker auto-create them with its default of one.
         await predictions.maybe_declare()
         await deadletters.maybe_declare()
-        learner.keep_only({tp.partition for tp in assigned if is_source(tp.topic)})
+        processor.keep_only({tp.partition for tp in assigned if is_source(tp.topic)})
 
     # mode's stubs reject any async receiver here; the signal does await coroutine receivers.
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
@@ -229,10 +229,10 @@ def create_app(settings: Settings) -> faust.App:
             # only what the consumer holds now is ours, and nothing else stays in memory.
             held = app.consumer.assignment()
             actives = {tp for tp in app.assignor.assigned_actives() if is_source(tp.topic) and tp in held}
-            learner.keep_only({tp.partition for tp in actives})
+            processor.keep_only({tp.partition for tp in actives})
             # ConsumerT's stubs omit _commit and seek_to_committed, which the consumer has.
             consumer = cast(ConsumerOffsets, app.consumer)
-            await resume_at_model_offsets(learner, consumer, actives)
+            await resume_at_model_offsets(processor, consumer, actives)
             # The changelog of an active partition has nothing more to give: this worker writes
             # it. Fetched anyway, its records (our own snapshots) stalled fetches (measured: 100
             # ms per partition after its first snapshot; p99 latency 115 -> 30 ms, HT at 7,000/s).
@@ -258,7 +258,7 @@ def create_app(settings: Settings) -> faust.App:
 
     def lag(partition: int) -> int | None:
         """Events of the source partition not yet applied, from the consumer's last fetch."""
-        state = learner.states.get(partition)
+        state = processor.states.get(partition)
         topic = source_topic(partition)
         if state is None or topic is None:
             return None
@@ -270,7 +270,7 @@ def create_app(settings: Settings) -> faust.App:
         return next((tp.topic for tp in held if tp.partition == partition and is_source(tp.topic)), None)
 
     changelog = snapshots.changelog_topic.get_topic_name()
-    web.register(app, learner, settings, changelog, lag, source_topic)
-    serve_metrics(app, learner, lag)
+    web.register(app, processor, settings, changelog, lag, source_topic)
+    serve_metrics(app, processor, lag)
     log.info("streamapp: model %s (%s), %d partitions", spec.name, spec.task, settings.partitions)
     return app

@@ -22,8 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from streamapp.agent import Learner
-from streamapp.state import PartitionState
+from streamapp.partition import PartitionState
+from streamapp.processor import Processor
 
 #: (name without _total, help, value of a state)
 COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
@@ -61,13 +61,13 @@ GAUGES: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
 class ModelCollector(Collector):
     """The partitions this worker serves, as Prometheus series."""
 
-    def __init__(self, learner: Learner, lag: Callable[[int], int | None]) -> None:
-        self.learner = learner
+    def __init__(self, processor: Processor, lag: Callable[[int], int | None]) -> None:
+        self.processor = processor
         self.lag = lag
 
     def collect(self) -> Iterator[Metric]:
         now = time.time()
-        states = sorted(self.learner.states.items())
+        states = sorted(self.processor.states.items())
         for name, doc, value in COUNTERS:
             counter = CounterMetricFamily(name, doc, labels=["partition"])
             for partition, state in states:
@@ -106,7 +106,7 @@ class ModelCollector(Collector):
             "global): recovery and rollback passed over them.",
             labels=["partition"],
         )
-        for partition, count in sorted(self.learner.snapshots_refused.items()):
+        for partition, count in sorted(self.processor.snapshots_refused.items()):
             refused.add_metric([str(partition)], count)
         yield refused
         predictions = CounterMetricFamily(
@@ -125,7 +125,7 @@ class ModelCollector(Collector):
         alerts = CounterMetricFamily(
             "streamapp_alerts", "Anomaly scores at or above the alert threshold.", labels=["partition"]
         )
-        for partition, timing in sorted(self.learner.timings.items()):
+        for partition, timing in sorted(self.processor.timings.items()):
             predictions.add_metric([str(partition)], timing.predictions)
             alerts.add_metric([str(partition)], timing.alerts)
             for kind, histogram in (
@@ -139,10 +139,12 @@ class ModelCollector(Collector):
         yield from histograms.values()
 
 
-def serve_metrics(app: faust.App, learner: Learner, lag: Callable[[int], int | None]) -> CollectorRegistry:
+def serve_metrics(
+    app: faust.App, processor: Processor, lag: Callable[[int], int | None]
+) -> CollectorRegistry:
     """Register `/metrics` on the app: Faust's sensors (prefix `faust_`), the process, our models."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
-    registry.register(ModelCollector(learner, lag))
+    registry.register(ModelCollector(processor, lag))
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
     return registry

@@ -29,7 +29,7 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
 from streamapp import seam
-from streamapp.state import PartitionState
+from streamapp.partition import PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class StateSource(Protocol):
 
 
 async def resume_at_model_offsets(
-    learner: StateSource, consumer: ConsumerOffsets, actives: Iterable[TP]
+    processor: StateSource, consumer: ConsumerOffsets, actives: Iterable[TP]
 ) -> dict[int, tuple[int | None, int]]:
     """Rewind each active source partition to its model; returns {partition: (committed, resume)}."""
     tps = sorted(actives)
@@ -77,7 +77,7 @@ async def resume_at_model_offsets(
     plan: dict[int, tuple[int | None, int]] = {}
     now = time.time()
     for tp in tps:
-        state, source = learner.state_for_recovery(tp.partition)
+        state, source = processor.state_for_recovery(tp.partition)
         end = ends.get(tp)
         if end is not None and state.offset >= end:
             log.error(
@@ -88,7 +88,7 @@ async def resume_at_model_offsets(
                 tp.topic,
                 end,
             )
-            state, source = learner.new_state(tp.partition), "new"
+            state, source = processor.new_state(tp.partition), "new"
         first = earliest.get(tp, 0)
         if source == "new":
             state.offset = max(state.offset, first - 1)  # a new model starts where the log starts

@@ -35,7 +35,7 @@ import orjson
 import river
 
 from streamapp import signing
-from streamapp.state import PartitionState
+from streamapp.partition import PartitionState
 
 MAGIC = b"STREAMAPP-SNAP\x02"
 FORMAT = 2
@@ -83,7 +83,15 @@ ALLOWED_GLOBALS = frozenset(
     }
 )
 #: modules whose classes a state may hold (and their submodules)
-ALLOWED_MODULES = ("river", "streamapp.state", "streamapp.contenders", "streamapp.drift", "streamapp.metrics")
+ALLOWED_MODULES = (
+    "river",
+    "streamapp.partition",
+    "streamapp.contenders",
+    "streamapp.drift",
+    "streamapp.metrics",
+)
+#: modules renamed since a snapshot format was written: its pickles still name the old one
+RENAMED_MODULES = {"streamapp.state": "streamapp.partition"}
 #: parts of River that read or write files or the network, or run evaluations: never in a state
 DENIED_MODULES = ("river.datasets", "river.stream", "river.checks", "river.evaluate", "river.api")
 
@@ -136,6 +144,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.modules = ALLOWED_MODULES + packages
 
     def find_class(self, module: str, name: str) -> Any:
+        module = RENAMED_MODULES.get(module, module)
         exact = (module, name) in ALLOWED_GLOBALS
         if not exact and (not _within(module, self.modules) or _within(module, DENIED_MODULES)):
             raise SnapshotRefused(f"snapshot references the global {module}.{name}, which is not allowed")

@@ -41,16 +41,16 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from streamapp import control as controls
 from streamapp import openapi, records, seam
 from streamapp.access import OPEN, Tokens
-from streamapp.agent import Learner
 from streamapp.histogram import BUCKETS
 from streamapp.openapi import MAX_PROBES
 from streamapp.peers import NotContacted, Peers, PeerVerifier
+from streamapp.processor import Processor
 from streamapp.settings import Settings
 
 log = logging.getLogger(__name__)
 
 APPLY_TIMEOUT = 30.0  # seconds a change request waits for its control event to be applied
-#: longest a probe batch holds the event loop before it lets the learner (and others) run
+#: longest a probe batch holds the event loop before it lets the processor (and others) run
 SLICE_SECONDS = 0.005
 #: probe batches scored at once per worker: more wait, so that scoring cannot starve learning
 SCORING_CONCURRENCY = 2
@@ -95,8 +95,8 @@ async def score_in_slices(
 ) -> list[Any]:
     """Score on the event loop, yielding to it every `budget` seconds.
 
-    Not in an executor: the learner mutates the models on the loop, and River's models are not
-    safe to read while they learn. Between slices the learner may apply events, so a batch's
+    Not in an executor: the processor mutates the models on the loop, and River's models are not
+    safe to read while they learn. Between slices the processor may apply events, so a batch's
     later predictions can come from a model that learned a few more events.
     """
     out = []
@@ -222,7 +222,7 @@ class _Forwarded:
 
 def register(
     app: faust.App,
-    learner: Learner,
+    processor: Processor,
     settings: Settings,
     changelog_topic: str,
     lag: Callable[[int], int | None],
@@ -230,8 +230,8 @@ def register(
 ) -> None:
     """Add the views to `app`. `lag(partition)` gives the events not yet applied (or None);
     `source_topic(partition)` the topic the partition's events are read from (or None)."""
-    peers = Peers(app, changelog_topic, learner.signer, settings.peer_url_pattern)
-    verifier = PeerVerifier(learner.signer)
+    peers = Peers(app, changelog_topic, processor.signer, settings.peer_url_pattern)
+    verifier = PeerVerifier(processor.signer)
     tokens = Tokens(settings.read_token, settings.api_token)
     limits = records.Limits.from_settings(settings)
     dashboard = resources.files("streamapp").joinpath("dashboard.html").read_text()
@@ -255,9 +255,9 @@ def register(
         return True, "ok"
 
     def partition_summary(partition: int, now: float) -> dict[str, Any]:
-        summary = learner.states[partition].summary(now)
+        summary = processor.states[partition].summary(now)
         summary["lag"] = lag(partition)
-        timing = learner.timings.get(partition)
+        timing = processor.timings.get(partition)
         if timing is not None:
             summary["predictions"] = timing.predictions
             summary["alerts"] = timing.alerts
@@ -270,7 +270,7 @@ def register(
 
     def local() -> dict[str, Any]:
         now = time.time()
-        partitions = [partition_summary(partition, now) for partition in sorted(learner.states)]
+        partitions = [partition_summary(partition, now) for partition in sorted(processor.states)]
         is_ready, why = ready()
         return {"worker": peers.me, "ready": is_ready, "state": why, "partitions": partitions}
 
@@ -309,7 +309,7 @@ def register(
         timeout: float | None = None,
     ) -> Response | _Forwarded | None:
         """None when this worker serves `partition`; else the owner's answer, or why there is none."""
-        if partition in learner.states:
+        if partition in processor.states:
             return None
         if cast(Any, request).get(PEER):
             return error(503, f"partition {partition} is not served by {peers.me!r} (any more)")
@@ -421,7 +421,7 @@ def register(
             p = await served_here(request, partition, "/models/{p}")
             if not isinstance(p, int):
                 return p
-            state = learner.states[p]
+            state = processor.states[p]
             detail = partition_summary(p, time.time())
             detail.update(
                 worker=peers.me,
@@ -447,7 +447,7 @@ def register(
                     "bytes": h.payload_bytes,
                     "models": h.models,
                 }
-                for h in learner.kept_headers(p)
+                for h in processor.kept_headers(p)
             ]
             return json({"partition": p, "snapshots": kept})
 
@@ -474,7 +474,7 @@ def register(
                 )
             if forwarded is not None:
                 return relay(forwarded)
-            kept = learner.kept_snapshots(p)
+            kept = processor.kept_snapshots(p)
             chosen = [(h, blob) for h, blob in kept if seq is None or h.seq == seq]
             if not chosen:
                 return error(
@@ -525,14 +525,14 @@ def register(
         event = parse_change(action, body)
         if not isinstance(event, records.Control):
             return event
-        state = learner.states.get(p)
+        state = processor.states.get(p)
         if state is None:
             return error(503, f"partition {p} is being moved; retry shortly")
         names = state.names()
         if action == "promote" and event.model not in names:
             return error(404, f"partition {p} has no model {event.model!r} (models: {names})")
         if action == "rollback":
-            kept = [h.seq for h in learner.kept_headers(p)]
+            kept = [h.seq for h in processor.kept_headers(p)]
             if event.seq not in kept:
                 return error(404, f"partition {p} keeps no snapshot #{event.seq} (kept: {kept})")
             interval = settings.rollback_min_interval
@@ -555,16 +555,16 @@ def register(
                 **({"model": event.model} if action == "promote" else {"seq": event.seq}),
             }
         )
-        headers = controls.sign(learner.signer, p, event, int(time.time()) + controls.LIFETIME)
+        headers = controls.sign(processor.signer, p, event, int(time.time()) + controls.LIFETIME)
         if action == "rollback":
             rollback_written[p] = time.time()
         written = await app.producer.send_and_wait(topic, None, value, p, None, headers)
         offset = written.offset
         deadline = time.monotonic() + APPLY_TIMEOUT
-        current = learner.states.get(p)
+        current = processor.states.get(p)
         while current is not None and current.offset < offset and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-            current = learner.states.get(p)
+            current = processor.states.get(p)
         done = [c for c in (current.changes if current is not None else ()) if c["offset"] == offset]
         if current is None or not done:
             return json({"partition": p, "offset": offset, "outcome": "written, not applied yet"}, 202)
@@ -615,7 +615,7 @@ def register(
                 )
 
             async def one(partition: int) -> dict[str, Any]:
-                if partition in learner.states:
+                if partition in processor.states:
                     answer: Response | _Forwarded | str = await apply_change(partition, "promote", body)
                 else:
                     answer = await ask(
@@ -665,7 +665,7 @@ def register(
             features = [records.features(x, limits) for x in probes]
         except records.BadEvent as exc:
             return error(400, str(exc))
-        state = learner.states.get(p)
+        state = processor.states.get(p)
         if state is None:
             return error(503, f"partition {p} is being moved; retry shortly")
         check = getattr(state, "check_features", None)
@@ -722,7 +722,7 @@ def register(
                 {
                     "key": doc["key"],
                     "partition": p,
-                    "owner": peers.me if p in learner.states else peers.owners().get(p),
+                    "owner": peers.me if p in processor.states else peers.owners().get(p),
                     "prediction": prediction,
                     "model": model,
                 }
@@ -741,7 +741,7 @@ def register(
 
         async def get(self, request: Request) -> Response:
             is_ready, why = ready()
-            body = {"ready": is_ready, "state": why, "partitions": sorted(learner.states)}
+            body = {"ready": is_ready, "state": why, "partitions": sorted(processor.states)}
             return json(body, 200 if is_ready else 503)
 
     @app.page("/openapi.json")

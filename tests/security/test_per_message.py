@@ -1,7 +1,7 @@
 """Whatever arrives, the per-message path neither raises nor lets a failing message change a model.
 
 Hypothesis feeds arbitrary bytes, arbitrary JSON and arbitrary events, labels and control events
-through the worker's own batch handler (tests/learner_harness.py). For every example: no
+through the worker's own batch handler (tests/processor_harness.py). For every example: no
 exception escapes, every offset is either applied or dead-lettered (never both, never neither),
 and the partition's metrics and every prediction equal River's progressive validation on the
 messages that were applied, with the labels that the partition accepted.
@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from streamapp import control, models, records
 from streamapp.records import Control
-from tests.learner_harness import Harness
 from tests.oracle import river_on_log
+from tests.processor_harness import Harness
 
 TOL = 1e-9
 PRESETS = {
@@ -121,7 +121,7 @@ def test_every_message_is_applied_or_dead_lettered_and_the_model_equals_river(
 ) -> None:
     _, metrics, predict = PRESETS[preset]
     harness = Harness.build(model=preset)
-    HARNESS_SIGNER[:] = [harness.learner.signer]
+    HARNESS_SIGNER[:] = [harness.processor.signer]
     sent = [value for value, _ in stream]
     harness.feed(sent, [headers for _, headers in stream])  # raises if anything escapes
 

@@ -6,7 +6,7 @@ import orjson
 
 from streamapp import control
 from streamapp.records import Control
-from tests.learner_harness import Harness
+from tests.processor_harness import Harness
 
 NOW = 1_800_000_000.0
 
@@ -14,7 +14,7 @@ NOW = 1_800_000_000.0
 def promote(harness: Harness, control_id: str, partition: int = 0, expires: float = NOW + 300) -> tuple:
     value = orjson.dumps({"id": control_id, "control": "promote", "model": "logistic_regression"})
     signed = Control(control_id, "promote", model="logistic_regression")
-    return value, control.sign(harness.learner.signer, partition, signed, int(expires))
+    return value, control.sign(harness.processor.signer, partition, signed, int(expires))
 
 
 def test_only_a_signed_fresh_control_event_of_this_partition_applies_and_only_once() -> None:
@@ -42,7 +42,7 @@ def test_a_signature_from_the_previous_key_still_verifies_during_a_rotation() ->
     value, headers = promote(old, "c1")
     rotated = Harness.build(
         signing_key="a-brand-new-signing-key-0123456789abcdef",
-        signing_key_previous=old.learner.settings.signing_key.reveal(),
+        signing_key_previous=old.processor.settings.signing_key.reveal(),
     )
     rotated.feed([value], [headers], at=NOW)
     assert not rotated.deadletters

@@ -8,8 +8,8 @@ import pytest
 from faust.types import TP
 
 from streamapp import models
+from streamapp.partition import PartitionState
 from streamapp.recovery import RecoveryError, resume_at_model_offsets
-from streamapp.state import PartitionState
 
 TOPIC = "events"
 
@@ -66,9 +66,9 @@ def state_at(offset: int) -> PartitionState:
 
 async def test_each_partition_resumes_right_after_its_model() -> None:
     new, snap, ahead = state_at(-1), state_at(41), state_at(120)
-    learner = FakeLearner({0: (new, "new"), 1: (snap, "snapshot"), 2: (ahead, "memory")})
+    processor = FakeLearner({0: (new, "new"), 1: (snap, "snapshot"), 2: (ahead, "memory")})
     consumer = FakeConsumer(committed={0: None, 1: 100, 2: 100}, earliest={0: 0, 1: 0, 2: 0})
-    plan = await resume_at_model_offsets(learner, consumer, [TP(TOPIC, p) for p in (0, 1, 2)])
+    plan = await resume_at_model_offsets(processor, consumer, [TP(TOPIC, p) for p in (0, 1, 2)])
     assert plan == {0: (None, 0), 1: (100, 42), 2: (100, 121)}
     assert consumer.commits == {0: 0, 1: 42, 2: 121}, "the group's offsets follow the models"
     assert consumer.seeks == {0: 0, 1: 42, 2: 121}, "every partition is positioned explicitly"
@@ -94,11 +94,11 @@ async def test_a_new_model_starts_where_the_log_starts_without_alarm() -> None:
 
 
 async def test_a_snapshot_ahead_of_the_log_is_replaced_by_a_new_model() -> None:
-    learner = FakeLearner({0: (state_at(3895), "snapshot")})
+    processor = FakeLearner({0: (state_at(3895), "snapshot")})
     consumer = FakeConsumer(committed={0: None}, earliest={0: 0}, ends={0: 120})
-    plan = await resume_at_model_offsets(learner, consumer, [TP(TOPIC, 0)])
+    plan = await resume_at_model_offsets(processor, consumer, [TP(TOPIC, 0)])
     assert plan == {0: (None, 0)}
-    assert learner.states[0][0].offset == -1
+    assert processor.states[0][0].offset == -1
 
 
 async def test_a_failed_commit_stops_recovery() -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from streamapp import datasets
 from tests.custom_models import plain_tree
-from tests.learner_harness import Harness
 from tests.oracle import river_on_log
+from tests.processor_harness import Harness
 
 BOOM = 70
 

@@ -19,14 +19,14 @@ import river
 from river import datasets as river_datasets
 
 from streamapp import datasets, models, producer, signing, snapshot
-from streamapp.agent import Learner, snapshot_key
+from streamapp.partition import PartitionState, snapshot_spread
+from streamapp.processor import Processor, snapshot_key
 from streamapp.records import Control
 from streamapp.settings import Secret, Settings
 from streamapp.signing import Signer
-from streamapp.state import PartitionState, snapshot_spread
 from tests import TEST_SIGNING_KEY
-from tests.learner_harness import Harness
-from tests.unit.test_state import feed
+from tests.processor_harness import Harness
+from tests.unit.test_partition import feed
 
 SIGNER = Signer(Secret(TEST_SIGNING_KEY), app="streamapp")  # the default STREAMAPP_APP_ID
 OTHER_KEY = "another-signing-key-0123456789abcdefghijkl"
@@ -97,8 +97,8 @@ def test_snapshot_intervals_are_spread_over_partitions_and_snapshots() -> None:
     assert len({round(snapshot_spread(3, seq), 6) for seq in range(8)}) == 8
 
 
-def learner_over(table: dict[str, bytes], **settings: str) -> Learner:
-    """A learner whose snapshot table is `table` (only recovery and rollback are exercised)."""
+def learner_over(table: dict[str, bytes], **settings: str) -> Processor:
+    """A processor whose snapshot table is `table` (only recovery and rollback are exercised)."""
 
     async def nothing(*args: object) -> None:
         return None
@@ -115,33 +115,33 @@ def learner_over(table: dict[str, bytes], **settings: str) -> Learner:
         table[key] = blob
 
     signer = Signer.from_settings(config)
-    return Learner(config, spec, challengers, table, save, nothing, nothing, nothing, nothing, signer)  # type: ignore[arg-type]
+    return Processor(config, spec, challengers, table, save, nothing, nothing, nothing, nothing, signer)  # type: ignore[arg-type]
 
 
 def test_the_last_k_snapshots_are_kept_and_recovery_takes_the_newest_that_decodes() -> None:
     table: dict[str, bytes] = {}
-    learner = learner_over(table, snapshots_kept="3")
-    state = learner.new_state(0)
+    processor = learner_over(table, snapshots_kept="3")
+    state = processor.new_state(0)
     msgs = list(producer.messages(datasets.load("phishing", limit=500)))
     for n in range(5):  # five snapshots, 100 events apart: the last three are kept
         feed(state, msgs[n * 100 : (n + 1) * 100], start=n * 100)
         table[snapshot_key(0, state.snapshot_seq + 1, 3)] = blob = snapshot.encode(state, 10_000_000, SIGNER)
         state.snapshot_taken(len(blob), 0.0)
-    kept = learner.kept_snapshots(0)
+    kept = processor.kept_snapshots(0)
     assert [(h.seq, h.offset) for h, _ in kept] == [(5, 499), (4, 399), (3, 299)]
-    assert learner.kept_headers(0) == [h for h, _ in kept]
+    assert processor.kept_headers(0) == [h for h, _ in kept]
 
-    learner.states.clear()
-    restored, source = learner.state_for_recovery(0)
+    processor.states.clear()
+    restored, source = processor.state_for_recovery(0)
     assert (source, restored.offset, restored.snapshot_seq) == ("snapshot", 499, 5)
 
     newest = snapshot_key(0, 5, 3)
     table[newest] = table[newest][:-10] + b"0123456789"  # damaged: the one before it is used
-    learner.states.clear()
-    restored, source = learner.state_for_recovery(0)
+    processor.states.clear()
+    restored, source = processor.state_for_recovery(0)
     assert (source, restored.offset, restored.snapshot_seq) == ("snapshot", 399, 4)
-    assert learner.snapshots_refused == {0: 1}
-    assert [h.seq for h in learner.kept_headers(0)] == [4, 3]  # what a rollback may still use
+    assert processor.snapshots_refused == {0: 1}
+    assert [h.seq for h in processor.kept_headers(0)] == [4, 3]  # what a rollback may still use
 
 
 def header_fields(partition: int, offset: int, seq: int, **extra: Any) -> dict[str, Any]:
@@ -240,11 +240,11 @@ def test_another_partitions_snapshot_is_refused_in_this_partitions_slot() -> Non
     with pytest.raises(snapshot.SnapshotRefused, match="belongs to partition 3, not 5"):
         snapshot.decode(blob, SIGNER, 5)
     table = {snapshot_key(5, 1, 3): blob}  # a copy of partition 3's snapshot in partition 5's slot
-    learner = learner_over(table)
-    state, source = learner.state_for_recovery(5)
+    processor = learner_over(table)
+    state, source = processor.state_for_recovery(5)
     assert (source, state.partition, state.offset) == ("new", 5, -1)
-    assert learner.snapshots_refused == {5: 1}
-    assert learner.kept_headers(5) == []
+    assert processor.snapshots_refused == {5: 1}
+    assert processor.kept_headers(5) == []
 
 
 def test_an_old_format_snapshot_is_refused_and_recovery_replays_the_log(
@@ -254,10 +254,10 @@ def test_an_old_format_snapshot_is_refused_and_recovery_replays_the_log(
     blob = unsigned(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 0, state.offset, seq=4)
     with pytest.raises(snapshot.SnapshotRefused, match="snapshot #4 is in the unsigned format 1"):
         snapshot.decode(blob, SIGNER, 0)
-    learner = learner_over({snapshot_key(0, 4, 3): blob})
-    restored, source = learner.state_for_recovery(0)
+    processor = learner_over({snapshot_key(0, 4, 3): blob})
+    restored, source = processor.state_for_recovery(0)
     assert (source, restored.offset) == ("new", -1)
-    assert learner.snapshots_refused == {0: 1}
+    assert processor.snapshots_refused == {0: 1}
     assert "partition 0: SNAPSHOT REFUSED (slot p0/1): snapshot #4 is in the unsigned format 1" in caplog.text
     assert TEST_SIGNING_KEY not in caplog.text
 
@@ -316,8 +316,8 @@ FORBIDDEN = [
     ("river.utils", "pandas"),
     ("river", "__loader__"),
     ("river.naive_bayes.gaussian", "GaussianNB._make_gaussian.__globals__"),
-    ("streamapp.state", "time"),
-    ("streamapp.state", "log"),
+    ("streamapp.partition", "time"),
+    ("streamapp.partition", "log"),
     ("streamapp.snapshot", "pickle"),
     ("streamapp.consumer", "BatchApp"),  # a Faust app: not part of a state
     ("streamapp.cli", "main"),
@@ -347,22 +347,22 @@ def test_a_persistent_reference_is_refused() -> None:
 
 def test_a_rollback_to_a_snapshot_replaced_by_a_forgery_is_refused(tmp_path: Path) -> None:
     table: dict[str, bytes] = {}
-    learner = learner_over(table, snapshots_kept="2", rollback_min_interval="0")
-    state = learner.new_state(0)
+    processor = learner_over(table, snapshots_kept="2", rollback_min_interval="0")
+    state = processor.new_state(0)
     msgs = list(producer.messages(datasets.load("phishing", limit=200)))
     for n in range(2):
         feed(state, msgs[n * 100 : (n + 1) * 100], start=n * 100)
         table[snapshot_key(0, state.snapshot_seq + 1, 2)] = blob = snapshot.encode(state, 10_000_000, SIGNER)
         state.snapshot_taken(len(blob), 0.0)
-    assert [h.seq for h in learner.kept_headers(0)] == [2, 1]  # read once, then from memory
+    assert [h.seq for h in processor.kept_headers(0)] == [2, 1]  # read once, then from memory
     marker = tmp_path / "pwned"
     table[snapshot_key(0, 1, 2)] = signed(
         pickle.dumps(Touch(marker)), 0, seq=1, signer=Signer(Secret(OTHER_KEY))
     )
-    outcome = learner.apply_control(state, Control("control-1", "rollback", seq=1), 200, 0.0)
+    outcome = processor.apply_control(state, Control("control-1", "rollback", seq=1), 200, 0.0)
     assert outcome.startswith("refused: snapshot #1 unusable:") and "signature" in outcome
-    assert not marker.exists() and learner.snapshots_refused == {0: 1}
-    outcome = learner.apply_control(state, Control("control-2", "rollback", seq=2), 201, 0.0)
+    assert not marker.exists() and processor.snapshots_refused == {0: 1}
+    outcome = processor.apply_control(state, Control("control-2", "rollback", seq=2), 201, 0.0)
     assert outcome == "rolled back to snapshot #2 (offset 199)"
 
 
@@ -462,7 +462,7 @@ def test_a_snapshot_that_cannot_be_written_is_counted_and_learning_goes_on() -> 
     def broken(tp: object, key: str, blob: bytes) -> None:
         raise RuntimeError("the changelog's metadata lists no partitions yet")
 
-    harness.learner.save = broken
+    harness.processor.save = broken
     values = [value for _, value in producer.messages(datasets.load("phishing", limit=10))]
     harness.feed(values)  # raises if the failure escapes
     state = harness.state

@@ -52,7 +52,7 @@ LABEL_KINDS = {
 
 class LearnFailed(Exception):
     """A model raised while learning, after every check passed: the partition's state may be
-    half-changed, so it must be put back as it was before this offset (Learner.rewind)."""
+    half-changed, so it must be put back as it was before this offset (Processor.rewind)."""
 
     def __init__(self, cause: Exception) -> None:
         super().__init__(f"model error: {type(cause).__name__}: {cause}")

@@ -21,10 +21,10 @@ from streamapp import control, records, snapshot
 from streamapp.histogram import Histogram
 from streamapp.models import ModelSpec
 from streamapp.outbox import Outbox
+from streamapp.partition import Applied, LearnFailed, PartitionState
 from streamapp.records import BadEvent, Control, Event, LateLabel, Limits
 from streamapp.settings import Settings
 from streamapp.signing import Signer
-from streamapp.state import Applied, LearnFailed, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Timing:
     alerts: int = 0  # anomaly scores at or above STREAMAPP_ANOMALY_THRESHOLD
 
 
-class Learner:
+class Processor:
     """Owns the in-memory partition states of one worker; the web views only read them."""
 
     def __init__(

@@ -13,8 +13,8 @@ from river import metrics as river_metrics
 from river import stream as river_stream
 
 from streamapp import datasets, models, producer, records
+from streamapp.partition import PartitionState
 from streamapp.records import Event
-from streamapp.state import PartitionState
 from tests.oracle import river_on_log, river_predictions, river_scores
 
 TOL = 1e-9

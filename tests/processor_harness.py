@@ -1,6 +1,6 @@
-"""The worker's per-message path (Learner.handle_batch) with its outputs kept in memory.
+"""The worker's per-message path (Processor.handle_batch) with its outputs kept in memory.
 
-Only the outputs are stand-ins: the learner, the partition state, the decoder, the checks and
+Only the outputs are stand-ins: the processor, the partition state, the decoder, the checks and
 the models are the worker's own, so a property shown here holds for every record a worker reads.
 """
 
@@ -17,7 +17,7 @@ from aiokafka import ConsumerRecord
 from faust.types import TP
 
 from streamapp import models
-from streamapp.agent import Learner
+from streamapp.processor import Processor
 from streamapp.settings import Settings
 from streamapp.signing import Signer
 from tests import TEST_SIGNING_KEY
@@ -38,15 +38,15 @@ class _Outbox:
 
 @dataclass
 class Harness:
-    """A Learner over one partition whose predictions and dead letters land in lists."""
+    """A Processor over one partition whose predictions and dead letters land in lists."""
 
-    learner: Learner
+    processor: Processor
     predictions: list[dict[str, Any]] = field(default_factory=list)
     #: (offset, reason) of every dead letter
     deadletters: list[tuple[int, str]] = field(default_factory=list)
     snapshots: dict[str, bytes] = field(default_factory=dict)
     offset: int = 0
-    #: the offsets the learner moved the consumer back to
+    #: the offsets the processor moved the consumer back to
     seeks: list[int] = field(default_factory=list)
     #: every (value, headers) fed, by offset: what the partition's log holds
     log: list[tuple[bytes | None, Sequence[tuple[str, bytes]]]] = field(default_factory=list)
@@ -78,17 +78,17 @@ class Harness:
         def outbox(topic: str, partition: int) -> _Outbox:
             return _Outbox(sink)
 
-        learner = Learner(
+        processor = Processor(
             config, spec, challengers, {}, save, emit, outbox, seek, nothing, Signer.from_settings(config)
         )
-        harness = cls(learner)
-        learner.snapshots = harness.snapshots
+        harness = cls(processor)
+        processor.snapshots = harness.snapshots
         harness._sink = sink  # type: ignore[attr-defined]
         return harness
 
     @property
     def state(self) -> Any:
-        return self.learner.states[0]
+        return self.processor.states[0]
 
     def feed(
         self,
@@ -96,13 +96,13 @@ class Harness:
         headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
         at: float | None = None,
     ) -> None:
-        """Append `values` to partition 0's log and hand them to the learner in one fetched batch."""
+        """Append `values` to partition 0's log and hand them to the processor in one fetched batch."""
         self.log.extend(zip(values, headers or [()] * len(values), strict=True))
         self.offset += len(values)
         self.fetch(self.offset - len(values), at)
 
     def fetch(self, start: int, at: float | None = None) -> None:
-        """Hand the log from `start` on to the learner in one fetched batch, as a consumer that
+        """Hand the log from `start` on to the processor in one fetched batch, as a consumer that
         was moved (or sought back) to `start` would."""
         timestamp = int((time.time() if at is None else at) * 1000)
         batch = [
@@ -111,7 +111,7 @@ class Harness:
             )
             for offset, (value, headers) in enumerate(self.log[start:], start=start)
         ]
-        asyncio.run(self.learner.handle_batch(TP(TOPIC, 0), batch, lambda: True))
+        asyncio.run(self.processor.handle_batch(TP(TOPIC, 0), batch, lambda: True))
         sink = self._sink  # type: ignore[attr-defined]
         self.predictions.extend(orjson.loads(value) for _, value in sink)
         sink.clear()
