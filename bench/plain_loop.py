@@ -17,7 +17,7 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamapp import models, records
-from streamapp.partition import PartitionState
+from streamapp.partition import PartitionConfig, PartitionState
 from streamapp.records import BadEvent, Event
 
 
@@ -40,7 +40,9 @@ async def run(bootstrap: str, topic: str, output: str, model: str, group: str) -
             for tp, batch in batches.items():
                 state = states.get(tp.partition)
                 if state is None:
-                    state = states[tp.partition] = PartitionState(tp.partition, spec, pending_max=0)
+                    state = states[tp.partition] = PartitionState(
+                        tp.partition, spec, PartitionConfig(pending_max=0)
+                    )
                 for record in batch:
                     received = time.time()
                     try:

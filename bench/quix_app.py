@@ -18,7 +18,7 @@ from quixstreams import Application, State, message_context
 
 from bench.plain_loop import peer_arguments
 from streamapp import models, records, snapshot
-from streamapp.partition import PartitionState
+from streamapp.partition import PartitionConfig, PartitionState
 from streamapp.records import Event
 from streamapp.settings import Secret
 from streamapp.signing import Signer
@@ -38,7 +38,7 @@ def main() -> None:
         partition, offset = context.partition, context.offset
         model = states.get(partition)
         if model is None:
-            model = states[partition] = PartitionState(partition, spec, pending_max=0)
+            model = states[partition] = PartitionState(partition, spec, PartitionConfig(pending_max=0))
         received = time.time()
         try:
             event = records.decode(value)

@@ -30,7 +30,7 @@ from pathlib import Path
 from bench import measure, plots, soak
 from bench.failover import measure_failover
 from streamapp import datasets, models, producer
-from streamapp.partition import PartitionState
+from streamapp.partition import PartitionConfig, PartitionState
 from streamapp.records import Event
 from streamapp.settings import Settings
 from tests.integration.cluster import ROOT, Worker, unique_env, wait_for
@@ -53,7 +53,7 @@ class Result:
 def limit(model: str, events: int) -> float:
     """River alone: predict_proba/score, learn, over dicts in memory, one model per partition."""
     spec = models.resolve(model)
-    states = [PartitionState(p, spec, pending_max=0) for p in range(PARTITIONS)]
+    states = [PartitionState(p, spec, PartitionConfig(pending_max=0)) for p in range(PARTITIONS)]
     samples = list(datasets.load("card", limit=events))
     start = time.perf_counter()
     for offset, sample in enumerate(samples):

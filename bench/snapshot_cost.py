@@ -13,7 +13,7 @@ import argparse
 import time
 
 from streamapp import datasets, models, producer, records, snapshot
-from streamapp.partition import PartitionState
+from streamapp.partition import PartitionConfig, PartitionState
 from streamapp.records import Event
 from streamapp.settings import Secret
 from streamapp.signing import Signer
@@ -25,7 +25,7 @@ SIGNER = Signer(Secret("bench-signing-key-0123456789abcdefghij"))  # the HMAC is
 def run(model: str, events: list[bytes], every: int | None) -> tuple[float, float, list[int]]:
     """(total seconds, seconds in snapshots, snapshot sizes)."""
     spec = models.resolve(model)
-    states = [PartitionState(p, spec, pending_max=0) for p in range(PARTITIONS)]
+    states = [PartitionState(p, spec, PartitionConfig(pending_max=0)) for p in range(PARTITIONS)]
     in_snapshots = 0.0
     sizes: list[int] = []
     start = time.perf_counter()
@@ -34,11 +34,11 @@ def run(model: str, events: list[bytes], every: int | None) -> tuple[float, floa
         assert isinstance(decoded, Event)
         state = states[offset % PARTITIONS]
         state.apply_event(decoded, offset)
-        if every and state.events_since_snapshot >= every:
+        if every and state.runtime.events_since_snapshot >= every:
             t0 = time.perf_counter()
             blob = snapshot.encode(state, 1 << 30, SIGNER)
             in_snapshots += time.perf_counter() - t0
-            state.snapshot_taken(len(blob), time.time())
+            state.runtime.snapshot_taken(state.offset, len(blob), time.time())
             sizes.append(len(blob))
     return time.perf_counter() - start, in_snapshots, sizes
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from streamapp import datasets
@@ -86,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except KeyboardInterrupt:
             return 130
+    # A model factory (STREAMAPP_MODEL=module:factory) in the current directory imports without
+    # PYTHONPATH, as under `python -m`; appended, so it never shadows an installed package.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     from streamapp.app import app  # reads the settings; exits with a message when they are wrong
 
     sys.argv = ["streamapp", *argv]

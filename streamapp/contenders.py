@@ -9,37 +9,25 @@ the last N labels, a deterministic function of the log, so replay reproduces bot
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from typing import Any
 
-from river import base, compose, metrics, utils
+from river import base, compose
 
 from streamapp.drift import DriftMonitor
 from streamapp.metrics import PrequentialMetrics
 from streamapp.models import ModelSpec, describe
 from streamapp.records import Feature
+from streamapp.tasks import task_named
+
+log = logging.getLogger(__name__)
 
 
 def _predicts_class_from_proba(model: base.Estimator) -> bool:
     """True when predict_one is River's default argmax of predict_proba_one (saves a second pass)."""
     last: Any = list(model.steps.values())[-1] if isinstance(model, compose.Pipeline) else model
-    return type(last).predict_one is base.Classifier.predict_one
-
-
-#: which prediction each task's rolling metric is fed
-ROLLING_FEED = {"binary": "proba", "anomaly": "score", "multiclass": "class", "regression": "value"}
-
-
-def rolling_metric(task: str, window: int) -> tuple[str, Any]:
-    """What the promotion rule compares over the last `window` labels, by task.
-
-    ROCAUC for binary and anomaly tasks (fraud is rare: accuracy would favour a model that never
-    alerts), accuracy for multiclass, MAE for regression.
-    """
-    if task in ("binary", "anomaly"):
-        return "rocauc", metrics.RollingROCAUC(window_size=window)
-    if task == "multiclass":
-        return "accuracy", utils.Rolling(metrics.Accuracy, window_size=window)
-    return "mae", utils.Rolling(metrics.MAE, window_size=window)
+    return getattr(type(last), "predict_one", None) is base.Classifier.predict_one
 
 
 class Contender:
@@ -47,47 +35,32 @@ class Contender:
 
     def __init__(self, spec: ModelSpec, window: int) -> None:
         self.name = spec.name
-        self.task = spec.task
+        self.task = task_named(spec.task)
         self.model: Any = spec.build()
         self.model_class = describe(self.model)
-        self.metrics = PrequentialMetrics(spec.task)
-        self.drift = DriftMonitor(spec.task)
+        self.metrics = PrequentialMetrics(self.task)
+        self.drift = DriftMonitor()
         self.learned = 0
         self.resets = 0
         self.labels = 0
         self.rolling_name, self.in_window = "", 0
         self.rolling: Any = None
         self.watch(window)
-        self.class_from_proba = spec.task in ("binary", "multiclass") and _predicts_class_from_proba(
-            self.model
-        )
+        self.class_from_proba = _predicts_class_from_proba(self.model)
 
     def watch(self, window: int) -> None:
         """Track the promotion rule's metric over the last `window` labels (0: not at all); a
         changed window starts afresh."""
         if window != (self.rolling.window_size if self.rolling is not None else 0):
-            self.rolling_name, self.rolling = rolling_metric(self.task, window) if window else ("", None)
+            self.rolling_name, self.rolling = self.task.rolling_metric(window) if window else ("", None)
             self.in_window = 0
 
     def predict(self, x: dict[str, Feature]) -> dict[str, Any]:
         """Score without learning: {'class', 'proba'} | {'value'} | {'score'} by task."""
-        model = self.model
-        if self.task in ("binary", "multiclass"):
-            proba = model.predict_proba_one(x)
-            if self.class_from_proba:
-                label = max(proba, key=proba.get) if proba else None
-            else:
-                label = model.predict_one(x)
-            return {"class": label, "proba": proba}
-        if self.task == "regression":
-            return {"value": model.predict_one(x)}
-        return {"score": model.score_one(x)}
+        return self.task.predict(self.model, x, self.class_from_proba)
 
     def learn(self, x: dict[str, Feature], y: Any) -> None:
-        if self.task == "anomaly":
-            self.model.learn_one(x)
-        else:
-            self.model.learn_one(x, y)
+        self.task.learn(self.model, x, y)
         self.learned += 1
 
     def score(self, y_true: Any, prediction: dict[str, Any], offset: int, reset_on_drift: bool) -> bool:
@@ -100,11 +73,11 @@ class Contender:
         self.metrics.update(y_true, prediction)
         self.labels += 1
         if self.rolling is not None:
-            y_pred = prediction.get(ROLLING_FEED[self.task])
+            y_pred = prediction.get(self.task.rolling_feed)
             if y_pred is not None and y_pred != {}:
                 self.rolling.update(y_true, y_pred)
                 self.in_window += 1
-        if not self.drift.update(y_true, prediction, offset):
+        if not self.drift.update(self.task.error(y_true, prediction), offset):
             return False
         if reset_on_drift and self.drift.rose:
             self.model = self.model.clone()
@@ -137,3 +110,37 @@ def better_by(challenger: Contender, champion: Contender, margin: float) -> floa
     assert ours is not None and theirs is not None
     gain = ours - theirs if champion.rolling.bigger_is_better else theirs - ours
     return gain if gain > margin else None
+
+
+def align(
+    contenders: Sequence[Contender], champion: int, specs: Sequence[ModelSpec], window: int, partition: int
+) -> tuple[list[Contender], list[int | None], int]:
+    """Fit a restored partition's contenders to the configured models: keep those still
+    configured (with their history), start the new ones here, drop the others. The champion stays
+    champion if it is still configured, else the first spec takes over. Returns the contenders,
+    for each the index it had (None: new), and the champion's index."""
+    have = {c.name: i for i, c in enumerate(contenders)}
+    for name in set(have) - {s.name for s in specs}:
+        log.warning("partition %d: model %r is no longer configured, dropped", partition, name)
+    kept = []
+    for spec in specs:
+        if spec.name in have:
+            kept.append(contenders[have[spec.name]])
+        else:
+            kept.append(Contender(spec, window))
+            log.warning("partition %d: model %r joins", partition, spec.name)
+    names = [c.name for c in kept]
+    name = contenders[champion].name
+    return kept, [have.get(n) for n in names], names.index(name) if name in names else 0
+
+
+def log_drift(partition: int, contender: Contender, offset: int, reset: bool) -> None:
+    rose = contender.drift.rose
+    log.warning(
+        "partition %d: DRIFT detected at offset %d (ADWIN, model %r, error %s)%s",
+        partition,
+        offset,
+        contender.name,
+        "rose" if rose else "fell",
+        ": model reset" if reset and rose else "",
+    )

@@ -26,25 +26,17 @@ class DriftMonitor:
     rises = 0  # class-level too: monitors pickled before directions were kept lack them
     rose = False
 
-    def __init__(self, task: str) -> None:
-        self.task = task
+    def __init__(self) -> None:
         self.detector = drift.ADWIN()
         self.detections = 0
         self.recent: list[tuple[int, float, str]] = []  # (offset, wall clock, "rise"/"fall")
         self.rose = False  # the last detection was a rise of the error
 
-    def error(self, y_true: Any, prediction: dict[str, Any]) -> float | None:
-        if self.task in ("binary", "multiclass"):
-            return float(prediction["class"] != y_true)
-        if self.task == "regression" and prediction.get("value") is not None:
-            return abs(float(y_true) - float(prediction["value"]))
-        return None
-
-    def update(self, y_true: Any, prediction: dict[str, Any], offset: int) -> bool:
-        """Feed one labelled prediction; True when this one completes a detection (then `rose`
-        says whether the error went up: ADWIN dropped the older part of its window, so the mean
-        of what remains is above the mean before exactly when the recent errors are higher)."""
-        error = self.error(y_true, prediction)
+    def update(self, error: float | None, offset: int) -> bool:
+        """Feed the error of one labelled prediction (None: nothing to watch); True when it
+        completes a detection (then `rose` says whether the error went up: ADWIN dropped the
+        older part of its window, so the mean of what remains is above the mean before exactly
+        when the recent errors are higher)."""
         if error is None:
             return False
         before = self.detector.estimation

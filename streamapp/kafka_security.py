@@ -150,3 +150,15 @@ async def check_access(settings: Settings, timeout: float = 20.0) -> None:
 def _reason(exc: Exception) -> str:
     """The broker's own words, without aiokafka's '[Error 58] SaslAuthenticationFailed: ' prefix."""
     return str(exc).split(": ", 1)[-1]
+
+
+async def preflight(settings: Settings) -> None:
+    """Before any Kafka client of the worker starts: refused credentials or an untrusted
+    certificate stop it with what to fix, instead of aiokafka's "Unable to bootstrap" under a
+    traceback of Faust's services."""
+    log.info("streamapp: Kafka %s, %s", settings.broker, describe(settings))
+    try:
+        await check_access(settings)
+    except KafkaAccessError as exc:
+        log.critical("streamapp: %s; stopping the worker", exc)
+        raise SystemExit(f"streamapp: {exc}") from None

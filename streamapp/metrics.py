@@ -8,51 +8,16 @@ own oracle on that partition's sub-stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from river import metrics
-
-
-@dataclass
-class _Tracked:
-    name: str
-    metric: metrics.base.Metric
-    #: which prediction the metric is fed: "class", "proba", "value" or "score"
-    feed: str
-
-
-def _for_task(task: str) -> list[_Tracked]:
-    if task == "binary":
-        return [
-            _Tracked("rocauc", metrics.ROCAUC(), "proba"),
-            _Tracked("accuracy", metrics.Accuracy(), "class"),
-            _Tracked("f1", metrics.F1(), "class"),
-            _Tracked("logloss", metrics.LogLoss(), "proba"),
-        ]
-    if task == "multiclass":
-        return [
-            _Tracked("accuracy", metrics.Accuracy(), "class"),
-            _Tracked("macro_f1", metrics.MacroF1(), "class"),
-            _Tracked("cross_entropy", metrics.CrossEntropy(), "proba"),
-        ]
-    if task == "regression":
-        return [
-            _Tracked("mae", metrics.MAE(), "value"),
-            _Tracked("rmse", metrics.RMSE(), "value"),
-            _Tracked("r2", metrics.R2(), "value"),
-        ]
-    if task == "anomaly":
-        return [_Tracked("rocauc", metrics.ROCAUC(), "score")]
-    raise ValueError(f"unknown task {task!r}")
+from streamapp.tasks import Task
 
 
 class PrequentialMetrics:
     """The metric set of one task; pickled with the model in every snapshot."""
 
-    def __init__(self, task: str) -> None:
-        self.task = task
-        self._tracked = _for_task(task)
+    def __init__(self, task: Task) -> None:
+        self._tracked = task.metric_set()
 
     def update(self, y_true: Any, prediction: dict[str, Any]) -> None:
         """Update every metric whose input is in `prediction` (keys: class, proba, value, score)."""

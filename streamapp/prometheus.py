@@ -33,28 +33,40 @@ COUNTERS: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
     ("streamapp_model_errors", "Events a model raised on despite every check.", lambda s: s.model_errors),
     ("streamapp_labels_late", "Late labels matched to a waiting event.", lambda s: s.labels_late),
     ("streamapp_labels_unknown", "Late labels of an unknown or expired id.", lambda s: s.labels_unknown),
-    ("streamapp_pending_evicted", "Waiting events dropped (bounds, id reused).", lambda s: s.pending_evicted),
-    ("streamapp_pending_expired", "Unlabelled events dropped (age limit).", lambda s: s.pending_expired),
+    ("streamapp_pending_evicted", "Waiting events dropped (bounds, id reused).", lambda s: s.waiting.evicted),
+    ("streamapp_pending_expired", "Unlabelled events dropped (age limit).", lambda s: s.waiting.expired),
     ("streamapp_gaps", "Offsets that arrived out of order and were fetched again.", lambda s: s.gaps),
-    ("streamapp_events_replayed", "Events scored again after a recovery.", lambda s: s.events_replayed),
+    (
+        "streamapp_events_replayed",
+        "Events scored again after a recovery.",
+        lambda s: s.runtime.events_replayed,
+    ),
     (
         "streamapp_events_lost_to_retention",
         "Events deleted by retention before the model learned them.",
         lambda s: s.events_lost_to_retention,
     ),
-    ("streamapp_snapshot_errors", "Snapshots that could not be written.", lambda s: s.snapshot_errors),
-    ("streamapp_drifts", "Drifts ADWIN detected on the champion's errors.", lambda s: s.drift.detections),
-    ("streamapp_drift_rises", "Drifts where the champion's error rose.", lambda s: s.drift.rises),
+    (
+        "streamapp_snapshot_errors",
+        "Snapshots that could not be written.",
+        lambda s: s.runtime.snapshot_errors,
+    ),
+    (
+        "streamapp_drifts",
+        "Drifts ADWIN detected on the champion's errors.",
+        lambda s: s.champion.drift.detections,
+    ),
+    ("streamapp_drift_rises", "Drifts where the champion's error rose.", lambda s: s.champion.drift.rises),
     ("streamapp_rollbacks", "Rollbacks of the partition's models to a kept snapshot.", lambda s: s.rollbacks),
 )  # fmt: skip
 
 GAUGES: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
     ("streamapp_offset_applied", "Offset of the last event applied to the model.", lambda s: s.offset),
-    ("streamapp_pending_labels", "Events waiting for their label.", lambda s: len(s.pending)),
-    ("streamapp_pending_labels_bytes", "Bytes of the events waiting.", lambda s: s.pending_bytes),
-    ("streamapp_snapshot_offset", "Offset the latest snapshot holds.", lambda s: s.snapshot_offset),
-    ("streamapp_snapshot_sequence", "Number of the latest snapshot.", lambda s: s.snapshot_seq),
-    ("streamapp_snapshot_size_bytes", "Size of the latest snapshot.", lambda s: s.snapshot_bytes),
+    ("streamapp_pending_labels", "Events waiting for their label.", lambda s: len(s.waiting)),
+    ("streamapp_pending_labels_bytes", "Bytes of the events waiting.", lambda s: s.waiting.bytes),
+    ("streamapp_snapshot_offset", "Offset the latest snapshot holds.", lambda s: s.runtime.snapshot_offset),
+    ("streamapp_snapshot_sequence", "Number of the latest snapshot.", lambda s: s.runtime.snapshot_seq),
+    ("streamapp_snapshot_size_bytes", "Size of the latest snapshot.", lambda s: s.runtime.snapshot_bytes),
 )  # fmt: skip
 
 
@@ -90,8 +102,8 @@ class ModelCollector(Collector):
             labels=["partition", "model", "role", "metric"],
         )
         for partition, state in states:
-            if state.snapshot_at:
-                age.add_metric([str(partition)], now - state.snapshot_at)
+            if state.runtime.snapshot_at:
+                age.add_metric([str(partition)], now - state.runtime.snapshot_at)
             behind = self.lag(partition)
             if behind is not None:
                 lag.add_metric([str(partition)], behind)
@@ -106,7 +118,7 @@ class ModelCollector(Collector):
             "global): recovery and rollback passed over them.",
             labels=["partition"],
         )
-        for partition, count in sorted(self.processor.snapshots_refused.items()):
+        for partition, count in sorted(self.processor.store.refused.items()):
             refused.add_metric([str(partition)], count)
         yield refused
         predictions = CounterMetricFamily(

@@ -187,7 +187,7 @@ def _setting(default: str, parse: Callable[[str, str], Any], doc: str) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of streamapp; the README's configuration table is generated from these docs."""
+    """Every knob of streamapp; docs/configuration.md is generated from these (tools/config_doc.py)."""
 
     broker: str = _setting("kafka://127.0.0.1:9092", _broker, "Kafka bootstrap servers, ';'-separated.")
     app_id: str = _setting("streamapp", _topic_name, "Faust app id: consumer group and table prefix.")
@@ -258,7 +258,9 @@ class Settings:
         "5000", _positive_int, "Snapshot a partition after this many events applied..."
     )
     snapshot_every_seconds: float = _setting(
-        "30", _positive_float, "...or when its last snapshot is this old (at the next event)."
+        "30",
+        _positive_float,
+        "...or when its last snapshot is this old (both spread by +-25% per partition).",
     )
     max_snapshot_bytes: int = _setting(
         "67108864", _positive_int, "Largest snapshot written (64 MiB); kept under the Kafka limits below."
@@ -390,64 +392,65 @@ class Settings:
         topics = [self.events_topic, self.predictions_topic, self.deadletter_topic]
         if len(set(topics)) != len(topics):
             raise ConfigError(f"events, predictions and dead-letter topics must differ, got {topics}")
-        self._check_security()
+        check_security(self)
 
-    def _check_security(self) -> None:
-        """SASL needs its user and password; SASL and TLS values need a protocol that uses them
-        (else they would be ignored and the worker would connect unauthenticated); files exist.
-        The messages name variables, never the password's value."""
-        protocol = f"{PREFIX}SECURITY_PROTOCOL={self.security_protocol}"
-        sasl = self.security_protocol.startswith("SASL_")
-        tls = self.security_protocol in ("SSL", "SASL_SSL")
-        if sasl:
-            missing = [
-                f"{PREFIX}{name}"
-                for name, value in (
-                    ("SASL_USERNAME", self.sasl_username),
-                    ("SASL_PASSWORD", self.sasl_password),
-                )
-                if not value
-            ]
-            if missing:
-                raise ConfigError(
-                    f"{protocol} needs {' and '.join(missing)} (Confluent Cloud: an API key and secret)"
-                )
-        else:
-            given = [
-                f"{PREFIX}{name}"
-                for name, value in (
-                    ("SASL_USERNAME", self.sasl_username),
-                    ("SASL_PASSWORD", self.sasl_password),
-                    ("SASL_MECHANISM", self.sasl_mechanism != "PLAIN"),
-                )
-                if value
-            ]
-            if given:
-                raise ConfigError(
-                    f"{', '.join(given)} set but {protocol} does not use SASL: set "
-                    f"{PREFIX}SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT), or unset them"
-                )
-        files = (
-            ("SSL_CAFILE", self.ssl_cafile),
-            ("SSL_CERTFILE", self.ssl_certfile),
-            ("SSL_KEYFILE", self.ssl_keyfile),
-        )
-        for name, path in files:
-            if not path:
-                continue
-            if not tls:
-                raise ConfigError(
-                    f"{PREFIX}{name} set but {protocol} does not use TLS: set "
-                    f"{PREFIX}SECURITY_PROTOCOL=SSL or SASL_SSL, or unset it"
-                )
-            if not os.path.isfile(path):
-                raise ConfigError(f"{PREFIX}{name}={path!r}: no such file (give the path of a PEM file)")
-            if not os.access(path, os.R_OK):
-                raise ConfigError(f"{PREFIX}{name}={path!r}: not readable by this user")
-        if self.ssl_keyfile and not self.ssl_certfile:
-            raise ConfigError(f"{PREFIX}SSL_KEYFILE needs {PREFIX}SSL_CERTFILE, the certificate of that key")
+
+def check_security(self: Settings) -> None:
+    """SASL needs its user and password; SASL and TLS values need a protocol that uses them
+    (else they would be ignored and the worker would connect unauthenticated); files exist.
+    The messages name variables, never the password's value."""
+    protocol = f"{PREFIX}SECURITY_PROTOCOL={self.security_protocol}"
+    sasl = self.security_protocol.startswith("SASL_")
+    tls = self.security_protocol in ("SSL", "SASL_SSL")
+    if sasl:
+        missing = [
+            f"{PREFIX}{name}"
+            for name, value in (
+                ("SASL_USERNAME", self.sasl_username),
+                ("SASL_PASSWORD", self.sasl_password),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"{protocol} needs {' and '.join(missing)} (Confluent Cloud: an API key and secret)"
+            )
+    else:
+        given = [
+            f"{PREFIX}{name}"
+            for name, value in (
+                ("SASL_USERNAME", self.sasl_username),
+                ("SASL_PASSWORD", self.sasl_password),
+                ("SASL_MECHANISM", self.sasl_mechanism != "PLAIN"),
+            )
+            if value
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} set but {protocol} does not use SASL: set "
+                f"{PREFIX}SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT), or unset them"
+            )
+    files = (
+        ("SSL_CAFILE", self.ssl_cafile),
+        ("SSL_CERTFILE", self.ssl_certfile),
+        ("SSL_KEYFILE", self.ssl_keyfile),
+    )
+    for name, path in files:
+        if not path:
+            continue
+        if not tls:
+            raise ConfigError(
+                f"{PREFIX}{name} set but {protocol} does not use TLS: set "
+                f"{PREFIX}SECURITY_PROTOCOL=SSL or SASL_SSL, or unset it"
+            )
+        if not os.path.isfile(path):
+            raise ConfigError(f"{PREFIX}{name}={path!r}: no such file (give the path of a PEM file)")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{PREFIX}{name}={path!r}: not readable by this user")
+    if self.ssl_keyfile and not self.ssl_certfile:
+        raise ConfigError(f"{PREFIX}SSL_KEYFILE needs {PREFIX}SSL_CERTFILE, the certificate of that key")
 
 
 def documented() -> list[tuple[str, str, str]]:
-    """(variable, default, meaning) for every setting, for the README and `streamapp settings`."""
+    """(variable, default, meaning) for every setting, for docs/configuration.md and `streamapp settings`."""
     return [(PREFIX + f.name.upper(), f.metadata["raw_default"], f.metadata["doc"]) for f in fields(Settings)]

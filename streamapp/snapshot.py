@@ -1,6 +1,6 @@
 """Snapshot codec: a partition state as one atomic, signed bytes value, with a readable header.
 
-Layout (format 2): MAGIC, a 4-byte big-endian header length, a JSON header, a 32-byte
+Layout (format 3): MAGIC, a 4-byte big-endian header length, a JSON header, a 32-byte
 HMAC-SHA256, then the pickled state. The header carries the source offset the state contains,
 so recovery can compare snapshots and decide where to resume without unpickling a model of many
 megabytes.
@@ -14,8 +14,8 @@ there, and unpickling runs code. So two walls stand between a value and `pickle`
    that does not verify (forged, corrupt, another key's, another partition's, or the unsigned
    format 1) is refused with `SnapshotRefused`.
 2. A restricted unpickler. Even a signed payload may only reference the globals a partition
-   state holds: classes defined in River, in the four modules of streamapp that make up a
-   state, or in the package of a configured model factory, and a short list of exact stdlib and
+   state holds: classes defined in River, in the modules of streamapp that make up a state
+   (ALLOWED_MODULES), or in the package of a configured model factory, and a short list of exact stdlib and
    numpy names (ALLOWED_GLOBALS). Anything else is refused before it is looked up.
 """
 
@@ -27,18 +27,20 @@ import platform
 import struct
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import river
 
-from streamapp import signing
+from streamapp import signing, snapshot_migration
 from streamapp.partition import PartitionState
 
-MAGIC = b"STREAMAPP-SNAP\x02"
-FORMAT = 2
+MAGIC = b"STREAMAPP-SNAP\x03"
+FORMAT = 3
+#: format 2 pickled the whole state object of an older layout: migrated when loaded
+FORMAT_2_MAGIC = b"STREAMAPP-SNAP\x02"
 #: format 1 carried a SHA-256 digest that anyone can recompute: refused, never unpickled
 UNSIGNED_MAGIC = b"STREAMAPP-SNAP\x01"
 _LENGTH = struct.Struct(">I")
@@ -89,9 +91,10 @@ ALLOWED_MODULES = (
     "streamapp.contenders",
     "streamapp.drift",
     "streamapp.metrics",
+    "streamapp.tasks",
+    "streamapp.schema",
+    "streamapp.waiting",
 )
-#: modules renamed since a snapshot format was written: its pickles still name the old one
-RENAMED_MODULES = {"streamapp.state": "streamapp.partition"}
 #: parts of River that read or write files or the network, or run evaluations: never in a state
 DENIED_MODULES = ("river.datasets", "river.stream", "river.checks", "river.evaluate", "river.api")
 
@@ -139,12 +142,16 @@ class RestrictedUnpickler(pickle.Unpickler):
     a name is looked up in its module's own namespace (no import, no module __getattr__), and
     the object found must say it was defined there under that name."""
 
-    def __init__(self, file: io.BytesIO, packages: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, file: io.BytesIO, packages: tuple[str, ...] = (), replaced: Mapping[tuple[str, str], type] = {}
+    ) -> None:
         super().__init__(file)
         self.modules = ALLOWED_MODULES + packages
+        self.replaced = replaced  # globals of an older format, and their stand-ins
 
     def find_class(self, module: str, name: str) -> Any:
-        module = RENAMED_MODULES.get(module, module)
+        if (module, name) in self.replaced:
+            return self.replaced[module, name]
         exact = (module, name) in ALLOWED_GLOBALS
         if not exact and (not _within(module, self.modules) or _within(module, DENIED_MODULES)):
             raise SnapshotRefused(f"snapshot references the global {module}.{name}, which is not allowed")
@@ -177,13 +184,13 @@ def encode(state: PartitionState, max_bytes: int, signer: signing.Signer) -> byt
         "format": FORMAT,
         "partition": state.partition,
         "offset": state.offset,
-        "seq": state.snapshot_seq + 1,
+        "seq": state.runtime.snapshot_seq + 1,
         "created": time.time(),
-        "model": state.model_name,
+        "model": state.champion.name,
         "river": river.__version__,
         "python": platform.python_version(),
         "payload_bytes": len(payload),
-        "models": [state.model_name, *(n for n in state.names() if n != state.model_name)],
+        "models": [state.champion.name, *(n for n in state.names() if n != state.champion.name)],
     }
     head = orjson.dumps(header)
     mac = signer.sign(signing.SNAPSHOT, MAGIC, head, payload)
@@ -212,16 +219,18 @@ def _unsigned(blob: bytes) -> SnapshotRefused:
     )
 
 
-def _split(blob: bytes) -> tuple[Header, memoryview, bytes, memoryview]:
-    """Header (as claimed, unverified), header bytes, MAC and payload; JSON is all it parses."""
+def _split(blob: bytes) -> tuple[Header, bytes, memoryview, bytes, memoryview]:
+    """Header (as claimed, unverified), magic, header bytes, MAC and payload; JSON is all it
+    parses."""
     if blob.startswith(UNSIGNED_MAGIC):
         raise _unsigned(blob)
-    if not blob.startswith(MAGIC):
+    magic = next((m for m in (MAGIC, FORMAT_2_MAGIC) if blob.startswith(m)), None)
+    if magic is None:
         raise SnapshotRefused("not a streamapp snapshot (bad magic)")
-    start = len(MAGIC) + _LENGTH.size
+    start = len(magic) + _LENGTH.size
     if len(blob) < start:
         raise SnapshotRefused("truncated snapshot header")
-    (length,) = _LENGTH.unpack_from(blob, len(MAGIC))
+    (length,) = _LENGTH.unpack_from(blob, len(magic))
     view = memoryview(blob)
     head = view[start : start + length]
     mac = bytes(view[start + length : start + length + MAC_BYTES])
@@ -232,9 +241,9 @@ def _split(blob: bytes) -> tuple[Header, memoryview, bytes, memoryview]:
         header = Header(**fields)
     except (orjson.JSONDecodeError, TypeError) as exc:
         raise SnapshotRefused(f"unreadable snapshot header: {exc}") from exc
-    if header.format != FORMAT:
-        raise SnapshotRefused(f"snapshot format {header.format} is not the supported {FORMAT}")
-    return header, head, mac, view[start + length + MAC_BYTES :]
+    if header.format != magic[-1]:
+        raise SnapshotRefused(f"snapshot format {header.format} is not the supported {FORMAT} (or 2)")
+    return header, magic, head, mac, view[start + length + MAC_BYTES :]
 
 
 def read_header(blob: bytes) -> Header:
@@ -244,8 +253,8 @@ def read_header(blob: bytes) -> Header:
 
 
 def _verified(blob: bytes, signer: signing.Signer, partition: int) -> tuple[Header, memoryview]:
-    header, head, mac, payload = _split(blob)
-    if not signer.verify(mac, signing.SNAPSHOT, MAGIC, head, payload):
+    header, magic, head, mac, payload = _split(blob)
+    if not signer.verify(mac, signing.SNAPSHOT, magic, head, payload):
         raise SnapshotRefused(
             f"snapshot #{header.seq} (as its header claims) has a signature that "
             "STREAMAPP_SIGNING_KEY (and STREAMAPP_SIGNING_KEY_PREVIOUS) does not verify: "
@@ -280,8 +289,12 @@ def decode(
             f"snapshot #{header.seq} was written by River {header.river}, this worker runs "
             f"{river.__version__}: pickles do not carry across River versions"
         )
+    old = header.format == 2
+    replaced = snapshot_migration.FORMAT_2_GLOBALS if old else {}
     try:
-        state = RestrictedUnpickler(io.BytesIO(payload), packages).load()
+        state = RestrictedUnpickler(io.BytesIO(payload), packages, replaced).load()
+        if old:
+            state = snapshot_migration.from_format_2(state)
     except SnapshotError:
         raise
     except Exception as exc:  # a signed payload that still does not load: a bug, not an attack

@@ -17,12 +17,33 @@ from aiokafka import ConsumerRecord
 from faust.types import TP
 
 from streamapp import models
-from streamapp.processor import Processor
+from streamapp.partition import PartitionConfig
+from streamapp.processor import Outputs, Processor
 from streamapp.settings import Settings
 from streamapp.signing import Signer
+from streamapp.snapshot_store import MemoryTable, SnapshotStore
 from tests import TEST_SIGNING_KEY
 
 TOPIC = "events"
+
+
+async def nothing(*args: object) -> None:
+    return None
+
+
+def build_processor(table: MemoryTable, outputs: Outputs | None = None, **settings: str) -> Processor:
+    """The worker's Processor over an in-memory snapshot table, with STREAMAPP_<NAME> settings."""
+    env = {"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY}
+    env.update({f"STREAMAPP_{k.upper()}": v for k, v in settings.items()})
+    config = Settings.from_env(env)
+    spec = models.resolve(config.model, config.task)
+    specs = (spec, *models.resolve_challengers(config.challengers, spec))
+    signer = Signer.from_settings(config)
+    partition_config = PartitionConfig.from_settings(config)
+    store = SnapshotStore(
+        table, signer, config.snapshots_kept, config.max_snapshot_bytes, specs, partition_config
+    )
+    return Processor(config, specs, store, outputs or Outputs(nothing, nothing, nothing, nothing))  # type: ignore[arg-type]
 
 
 class _Outbox:
@@ -44,7 +65,7 @@ class Harness:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     #: (offset, reason) of every dead letter
     deadletters: list[tuple[int, str]] = field(default_factory=list)
-    snapshots: dict[str, bytes] = field(default_factory=dict)
+    snapshots: MemoryTable = field(default_factory=MemoryTable)
     offset: int = 0
     #: the offsets the processor moved the consumer back to
     seeks: list[int] = field(default_factory=list)
@@ -53,11 +74,6 @@ class Harness:
 
     @classmethod
     def build(cls, **settings: str) -> Harness:
-        env = {"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY}
-        env.update({f"STREAMAPP_{k.upper()}": v for k, v in settings.items()})
-        config = Settings.from_env(env)
-        spec = models.resolve(config.model, config.task)
-        challengers = models.resolve_challengers(config.challengers, spec)
         sink: list[tuple[bytes | None, bytes]] = []
         harness: Harness
 
@@ -66,23 +82,15 @@ class Harness:
             offset = int(found["streamapp.source.offset"])
             harness.deadletters.append((offset, found["streamapp.error.reason"].decode()))
 
-        async def nothing(*args: object) -> None:
-            return None
-
         async def seek(tp: TP, offset: int) -> None:
             harness.seeks.append(offset)
-
-        def save(tp: TP, key: str, blob: bytes) -> None:
-            harness.snapshots[key] = blob
 
         def outbox(topic: str, partition: int) -> _Outbox:
             return _Outbox(sink)
 
-        processor = Processor(
-            config, spec, challengers, {}, save, emit, outbox, seek, nothing, Signer.from_settings(config)
-        )
-        harness = cls(processor)
-        processor.snapshots = harness.snapshots
+        table = MemoryTable()
+        processor = build_processor(table, Outputs(emit, outbox, seek, nothing), **settings)
+        harness = cls(processor, snapshots=table)
         harness._sink = sink  # type: ignore[attr-defined]
         return harness
 

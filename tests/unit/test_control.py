@@ -33,7 +33,7 @@ def test_only_a_signed_fresh_control_event_of_this_partition_applies_and_only_on
     assert "was applied already" in reasons[5]
     assert 4 not in reasons
     state = harness.state
-    assert state.model_name == "logistic_regression"
+    assert state.champion.name == "logistic_regression"
     assert [c["offset"] for c in state.changes] == [4]
 
 

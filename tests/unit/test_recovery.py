@@ -8,7 +8,7 @@ import pytest
 from faust.types import TP
 
 from streamapp import models
-from streamapp.partition import PartitionState
+from streamapp.partition import PartitionConfig, PartitionState
 from streamapp.recovery import RecoveryError, resume_at_model_offsets
 
 TOPIC = "events"
@@ -59,7 +59,7 @@ class FakeLearner:
 
 
 def state_at(offset: int) -> PartitionState:
-    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=0)
+    state = PartitionState(0, models.resolve("hoeffding_tree"), PartitionConfig(pending_max=0))
     state.offset = offset
     return state
 
@@ -72,7 +72,7 @@ async def test_each_partition_resumes_right_after_its_model() -> None:
     assert plan == {0: (None, 0), 1: (100, 42), 2: (100, 121)}
     assert consumer.commits == {0: 0, 1: 42, 2: 121}, "the group's offsets follow the models"
     assert consumer.seeks == {0: 0, 1: 42, 2: 121}, "every partition is positioned explicitly"
-    assert snap.replay_until == 100 and snap.recovered_from == "snapshot"
+    assert snap.runtime.replay_until == 100 and snap.runtime.recovered_from == "snapshot"
     assert new.admit(5) == "gap", "a positioned new model expects its first offset"
 
 

@@ -10,6 +10,7 @@ import pickle
 import pickletools
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,15 @@ import river
 from river import datasets as river_datasets
 
 from streamapp import datasets, models, producer, signing, snapshot
-from streamapp.partition import PartitionState, snapshot_spread
-from streamapp.processor import Processor, snapshot_key
+from streamapp.ownership import snapshot_spread
+from streamapp.partition import Controlled, PartitionConfig, PartitionState
+from streamapp.processor import Processor
 from streamapp.records import Control
-from streamapp.settings import Secret, Settings
+from streamapp.settings import Secret
 from streamapp.signing import Signer
+from streamapp.snapshot_store import MemoryTable, snapshot_key
 from tests import TEST_SIGNING_KEY
-from tests.processor_harness import Harness
+from tests.processor_harness import Harness, build_processor
 from tests.unit.test_partition import feed
 
 SIGNER = Signer(Secret(TEST_SIGNING_KEY), app="streamapp")  # the default STREAMAPP_APP_ID
@@ -35,12 +38,13 @@ OTHER_KEY = "another-signing-key-0123456789abcdefghijkl"
 def test_restored_state_continues_exactly_like_the_original() -> None:
     spec = models.resolve("adaptive_random_forest")
     msgs = list(producer.messages(datasets.load("card", limit=1500), label_delay=10))
-    original = PartitionState(3, spec, pending_max=100)
+    original = PartitionState(3, spec, PartitionConfig(pending_max=100))
     feed(original, msgs[:1000])
     blob = snapshot.encode(original, max_bytes=50_000_000, signer=SIGNER)
     header, restored = snapshot.decode(blob, SIGNER, 3)
+    restored.configure(original.config, [spec])  # configuration is not pickled
     assert (header.partition, header.offset, header.seq) == (3, 999, 1)
-    assert restored.pending == original.pending  # waiting events travel with the model
+    assert restored.waiting.events == original.waiting.events  # waiting events travel with the model
     tail_original = feed(original, msgs[1000:], start=1000)
     tail_restored = feed(restored, msgs[1000:], start=1000)
     assert tail_restored == tail_original
@@ -48,7 +52,7 @@ def test_restored_state_continues_exactly_like_the_original() -> None:
 
 
 def test_header_is_readable_without_unpickling() -> None:
-    state = PartitionState(1, models.resolve("hoeffding_tree"), pending_max=0)
+    state = PartitionState(1, models.resolve("hoeffding_tree"), PartitionConfig(pending_max=0))
     feed(state, producer.messages(datasets.load("phishing", limit=10)))
     header = snapshot.read_header(snapshot.encode(state, max_bytes=10_000_000, signer=SIGNER))
     assert header.offset == 9
@@ -57,7 +61,7 @@ def test_header_is_readable_without_unpickling() -> None:
 
 
 def test_corrupt_and_foreign_values_are_refused() -> None:
-    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=0)
+    state = PartitionState(0, models.resolve("hoeffding_tree"), PartitionConfig(pending_max=0))
     blob = snapshot.encode(state, max_bytes=10_000_000, signer=SIGNER)
     with pytest.raises(snapshot.SnapshotRefused, match="signature"):
         snapshot.decode(blob[:-1] + bytes([blob[-1] ^ 1]), SIGNER, 0)  # tampered payload
@@ -70,21 +74,24 @@ def test_corrupt_and_foreign_values_are_refused() -> None:
 
 
 def test_oversized_snapshot_is_a_clear_error() -> None:
-    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=0)
+    state = PartitionState(0, models.resolve("hoeffding_tree"), PartitionConfig(pending_max=0))
     with pytest.raises(snapshot.SnapshotError, match=r"over the limit of 100 .*STREAMAPP_MAX_SNAPSHOT_BYTES"):
         snapshot.encode(state, max_bytes=100, signer=SIGNER)
 
 
 def test_snapshot_schedule_by_count_and_by_age() -> None:
-    state = PartitionState(0, models.resolve("hoeffding_tree"), pending_max=0)
-    assert not state.snapshot_due(every_events=3, every_seconds=60, now=1000.0)  # nothing applied yet
-    state.snapshot_taken(10, now=1000.0)
-    state.advance(0)
-    assert not state.snapshot_due(every_events=3, every_seconds=60, now=1001.0)
-    assert state.snapshot_due(every_events=3, every_seconds=60, now=1076.0)  # 60 s x 1.25 at most
-    state.advance(1)
-    state.advance(2)
-    assert state.snapshot_due(every_events=3, every_seconds=60, now=1001.0)
+    state = PartitionState(0, models.resolve("hoeffding_tree"), PartitionConfig(pending_max=0))
+    assert not state.runtime.snapshot_due(
+        state.partition, every_events=3, every_seconds=60, now=1000.0
+    )  # nothing applied yet
+    state.runtime.snapshot_taken(state.offset, 10, now=1000.0)
+    state.runtime.events_since_snapshot += 1
+    assert not state.runtime.snapshot_due(state.partition, every_events=3, every_seconds=60, now=1001.0)
+    assert state.runtime.snapshot_due(
+        state.partition, every_events=3, every_seconds=60, now=1076.0
+    )  # 60 s x 1.25 at most
+    state.runtime.events_since_snapshot += 2
+    assert state.runtime.snapshot_due(state.partition, every_events=3, every_seconds=60, now=1001.0)
 
 
 def test_snapshot_intervals_are_spread_over_partitions_and_snapshots() -> None:
@@ -97,50 +104,36 @@ def test_snapshot_intervals_are_spread_over_partitions_and_snapshots() -> None:
     assert len({round(snapshot_spread(3, seq), 6) for seq in range(8)}) == 8
 
 
-def learner_over(table: dict[str, bytes], **settings: str) -> Processor:
+def processor_over(table: MemoryTable, **settings: str) -> Processor:
     """A processor whose snapshot table is `table` (only recovery and rollback are exercised)."""
-
-    async def nothing(*args: object) -> None:
-        return None
-
-    env = {
-        "STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY,
-        **{f"STREAMAPP_{k.upper()}": v for k, v in settings.items()},
-    }
-    config = Settings.from_env(env)
-    spec = models.resolve(config.model)
-    challengers = models.resolve_challengers(config.challengers, spec)
-
-    def save(tp: object, key: str, blob: bytes) -> None:
-        table[key] = blob
-
-    signer = Signer.from_settings(config)
-    return Processor(config, spec, challengers, table, save, nothing, nothing, nothing, nothing, signer)  # type: ignore[arg-type]
+    return build_processor(table, **settings)
 
 
 def test_the_last_k_snapshots_are_kept_and_recovery_takes_the_newest_that_decodes() -> None:
-    table: dict[str, bytes] = {}
-    processor = learner_over(table, snapshots_kept="3")
+    table = MemoryTable()
+    processor = processor_over(table, snapshots_kept="3")
     state = processor.new_state(0)
     msgs = list(producer.messages(datasets.load("phishing", limit=500)))
     for n in range(5):  # five snapshots, 100 events apart: the last three are kept
         feed(state, msgs[n * 100 : (n + 1) * 100], start=n * 100)
-        table[snapshot_key(0, state.snapshot_seq + 1, 3)] = blob = snapshot.encode(state, 10_000_000, SIGNER)
-        state.snapshot_taken(len(blob), 0.0)
+        table[snapshot_key(0, state.runtime.snapshot_seq + 1, 3)] = blob = snapshot.encode(
+            state, 10_000_000, SIGNER
+        )
+        state.runtime.snapshot_taken(state.offset, len(blob), 0.0)
     kept = processor.kept_snapshots(0)
     assert [(h.seq, h.offset) for h, _ in kept] == [(5, 499), (4, 399), (3, 299)]
     assert processor.kept_headers(0) == [h for h, _ in kept]
 
     processor.states.clear()
     restored, source = processor.state_for_recovery(0)
-    assert (source, restored.offset, restored.snapshot_seq) == ("snapshot", 499, 5)
+    assert (source, restored.offset, restored.runtime.snapshot_seq) == ("snapshot", 499, 5)
 
     newest = snapshot_key(0, 5, 3)
     table[newest] = table[newest][:-10] + b"0123456789"  # damaged: the one before it is used
     processor.states.clear()
     restored, source = processor.state_for_recovery(0)
-    assert (source, restored.offset, restored.snapshot_seq) == ("snapshot", 399, 4)
-    assert processor.snapshots_refused == {0: 1}
+    assert (source, restored.offset, restored.runtime.snapshot_seq) == ("snapshot", 399, 4)
+    assert processor.store.refused == {0: 1}
     assert [h.seq for h in processor.kept_headers(0)] == [4, 3]  # what a rollback may still use
 
 
@@ -202,7 +195,7 @@ def calling_by_global(module: str, name: str, arg: str) -> bytes:
 
 
 def state_of(partition: int = 0, events: int = 50) -> PartitionState:
-    state = PartitionState(partition, models.resolve("hoeffding_tree"), pending_max=0)
+    state = PartitionState(partition, models.resolve("hoeffding_tree"), PartitionConfig(pending_max=0))
     feed(state, producer.messages(datasets.load("phishing", limit=events)))
     return state
 
@@ -240,10 +233,10 @@ def test_another_partitions_snapshot_is_refused_in_this_partitions_slot() -> Non
     with pytest.raises(snapshot.SnapshotRefused, match="belongs to partition 3, not 5"):
         snapshot.decode(blob, SIGNER, 5)
     table = {snapshot_key(5, 1, 3): blob}  # a copy of partition 3's snapshot in partition 5's slot
-    processor = learner_over(table)
+    processor = processor_over(table)
     state, source = processor.state_for_recovery(5)
     assert (source, state.partition, state.offset) == ("new", 5, -1)
-    assert processor.snapshots_refused == {5: 1}
+    assert processor.store.refused == {5: 1}
     assert processor.kept_headers(5) == []
 
 
@@ -254,10 +247,10 @@ def test_an_old_format_snapshot_is_refused_and_recovery_replays_the_log(
     blob = unsigned(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), 0, state.offset, seq=4)
     with pytest.raises(snapshot.SnapshotRefused, match="snapshot #4 is in the unsigned format 1"):
         snapshot.decode(blob, SIGNER, 0)
-    processor = learner_over({snapshot_key(0, 4, 3): blob})
+    processor = processor_over({snapshot_key(0, 4, 3): blob})
     restored, source = processor.state_for_recovery(0)
     assert (source, restored.offset) == ("new", -1)
-    assert processor.snapshots_refused == {0: 1}
+    assert processor.store.refused == {0: 1}
     assert "partition 0: SNAPSHOT REFUSED (slot p0/1): snapshot #4 is in the unsigned format 1" in caplog.text
     assert TEST_SIGNING_KEY not in caplog.text
 
@@ -346,23 +339,31 @@ def test_a_persistent_reference_is_refused() -> None:
 
 
 def test_a_rollback_to_a_snapshot_replaced_by_a_forgery_is_refused(tmp_path: Path) -> None:
-    table: dict[str, bytes] = {}
-    processor = learner_over(table, snapshots_kept="2", rollback_min_interval="0")
+    table = MemoryTable()
+    processor = processor_over(table, snapshots_kept="2", rollback_min_interval="0")
     state = processor.new_state(0)
     msgs = list(producer.messages(datasets.load("phishing", limit=200)))
     for n in range(2):
         feed(state, msgs[n * 100 : (n + 1) * 100], start=n * 100)
-        table[snapshot_key(0, state.snapshot_seq + 1, 2)] = blob = snapshot.encode(state, 10_000_000, SIGNER)
-        state.snapshot_taken(len(blob), 0.0)
+        table[snapshot_key(0, state.runtime.snapshot_seq + 1, 2)] = blob = snapshot.encode(
+            state, 10_000_000, SIGNER
+        )
+        state.runtime.snapshot_taken(state.offset, len(blob), 0.0)
     assert [h.seq for h in processor.kept_headers(0)] == [2, 1]  # read once, then from memory
     marker = tmp_path / "pwned"
     table[snapshot_key(0, 1, 2)] = signed(
         pickle.dumps(Touch(marker)), 0, seq=1, signer=Signer(Secret(OTHER_KEY))
     )
-    outcome = processor.apply_control(state, Control("control-1", "rollback", seq=1), 200, 0.0)
+
+    def control(offset: int, control: Control) -> str:
+        outcome = state.apply(offset, control, 0.0, processor.store.rollback_source)
+        assert isinstance(outcome, Controlled)
+        return outcome.outcome
+
+    outcome = control(200, Control("control-1", "rollback", seq=1))
     assert outcome.startswith("refused: snapshot #1 unusable:") and "signature" in outcome
-    assert not marker.exists() and processor.snapshots_refused == {0: 1}
-    outcome = processor.apply_control(state, Control("control-2", "rollback", seq=2), 201, 0.0)
+    assert not marker.exists() and processor.store.refused == {0: 1}
+    outcome = control(201, Control("control-2", "rollback", seq=2))
     assert outcome == "rolled back to snapshot #2 (offset 199)"
 
 
@@ -384,22 +385,24 @@ def preset_states() -> Iterator[tuple[str, PartitionState, list[tuple[bytes | No
     for preset in BINARY:
         for dataset in ("card", "phishing", "agrawal"):
             msgs = list(producer.messages(datasets.load(dataset, limit=450), label_delay=15))
-            state = PartitionState(0, models.resolve(preset), pending_max=100)
-            state.drift_policy = "reset"
+            state = PartitionState(0, models.resolve(preset), PartitionConfig(pending_max=100))
+            state.config = replace(state.config, drift_policy="reset")
             feed(state, msgs[:600])
             yield f"{preset}/{dataset}", state, msgs[600:]
     msgs = list(producer.messages(datasets.load("card", limit=900), label_delay=15))
     specs = [models.resolve(p) for p in BINARY]
-    state = PartitionState(0, specs[0], pending_max=100, challengers=specs[1:], promote_after=50)
+    state = PartitionState(
+        0, specs[0], PartitionConfig(pending_max=100, promote_after=50), challengers=specs[1:]
+    )
     feed(state, msgs[:800])
     yield "all binary presets as contenders/card", state, msgs[800:]
     msgs = list(producer.messages(datasets.load("card", limit=700), label_delay=15))
-    state = PartitionState(0, models.resolve("half_space_trees"), pending_max=100)
+    state = PartitionState(0, models.resolve("half_space_trees"), PartitionConfig(pending_max=100))
     feed(state, msgs[:600])
     yield "half_space_trees/card", state, msgs[600:]
     msgs = list(producer.messages(trump(400), label_delay=5))
-    state = PartitionState(0, models.resolve("linear_regression"), pending_max=100)
-    state.drift_policy = "reset"
+    state = PartitionState(0, models.resolve("linear_regression"), PartitionConfig(pending_max=100))
+    state.config = replace(state.config, drift_policy="reset")
     feed(state, msgs[:700])
     yield "linear_regression/trump_approval", state, msgs[700:]
 
@@ -434,10 +437,11 @@ def test_every_presets_state_round_trips_through_the_restricted_unpickler() -> N
         payload = blob[len(blob) - snapshot.read_header(blob).payload_bytes :]
         seen |= referenced_globals(payload)
         _, restored = snapshot.decode(blob, SIGNER, 0)
-        assert restored.names() == state.names() and restored.pending == state.pending, name
+        restored.configure(state.config, [models.resolve(n, state.task.name) for n in state.names()])
+        assert restored.names() == state.names() and restored.waiting.events == state.waiting.events, name
         assert restored.metrics.values() == state.metrics.values(), name
         drifts += sum(c.drift.detections for c in state.contenders)
-        pending += len(state.pending)
+        pending += len(state.waiting.events)
         start = state.offset + 1
         assert feed(restored, tail, start=start) == feed(state, tail, start=start), name
         names.append(name)
@@ -459,12 +463,12 @@ def test_another_deployments_snapshot_is_refused_even_with_the_same_key() -> Non
 def test_a_snapshot_that_cannot_be_written_is_counted_and_learning_goes_on() -> None:
     harness = Harness.build(snapshot_every_events="2")
 
-    def broken(tp: object, key: str, blob: bytes) -> None:
+    def broken(partition: int, key: str, blob: bytes) -> None:
         raise RuntimeError("the changelog's metadata lists no partitions yet")
 
-    harness.processor.save = broken
+    harness.snapshots.put = broken  # type: ignore[method-assign]
     values = [value for _, value in producer.messages(datasets.load("phishing", limit=10))]
     harness.feed(values)  # raises if the failure escapes
     state = harness.state
-    assert state.snapshot_errors >= 1 and state.snapshot_seq == 0
+    assert state.runtime.snapshot_errors >= 1 and state.runtime.snapshot_seq == 0
     assert state.events_learned == 10 and not harness.deadletters
