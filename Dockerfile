@@ -2,10 +2,10 @@
 #
 # Two stages: the first builds streamapp's wheel and installs it with its dependencies into a
 # venv; the second copies only that venv onto a clean slim Python. No compiler, pip or sources
-# in the result. Tests: tests/unit/test_dockerfile.py.
+# in the result. Tests: tests/deploy/test_dockerfile.py.
 #
-# PYTHON_VERSION may be 3.11, 3.12 or 3.13 (pyproject's requires-python); the README's benchmarks
-# show why 3.13 suits tree-heavy models best.
+# PYTHON_VERSION may be 3.11, 3.12 or 3.13 (pyproject's requires-python); docs/benchmarks.md
+# shows why 3.13 suits tree-heavy models best.
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim AS build
