@@ -241,7 +241,8 @@ def create_app(settings: Settings) -> faust.App:
     store = SnapshotStore(table, signer, kept, max_bytes, specs, config)
     processor = Processor(settings, specs, store, kafka_outputs(app))
     subscribe(app, settings, topics.events, processor)
-    rebalance = recovery.Rebalance(app, processor, sources, topics.snapshots)
+    outputs = (topics.predictions, topics.deadletters)
+    rebalance = recovery.Rebalance(app, processor, sources, topics.snapshots, outputs)
     # mode's stubs reject any async receiver here; the signal does await coroutine receivers.
     app.on_partitions_assigned.connect(rebalance.on_assigned)  # type: ignore[arg-type]
     topics.snapshots.on_recover(rebalance.resume_models)

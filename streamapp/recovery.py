@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import faust
 from aiokafka.errors import IllegalStateError
-from faust.types import TP, TableT
+from faust.types import TP, TableT, TopicT
 
 from streamapp import seam
 from streamapp.consumer import BatchConsumer
@@ -192,16 +192,21 @@ class Rebalance:
     """The processor's part in a rebalance: release what went, position what came."""
 
     def __init__(
-        self, app: faust.App, processor: Processor, sources: SourcePartitions, snapshots: TableT
+        self,
+        app: faust.App,
+        processor: Processor,
+        sources: SourcePartitions,
+        snapshots: TableT,
+        outputs: Sequence[TopicT],
     ) -> None:
         self.app, self.processor, self.sources, self.snapshots = app, processor, sources, snapshots
+        self.outputs = outputs  # the predictions and dead-letter topics
 
     async def on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         """Before any event flows: create the output topics with P partitions rather than let
         the broker auto-create them with its default of one."""
-        settings = self.processor.settings
-        for name in (settings.predictions_topic, settings.deadletter_topic):
-            await self.app.topic(name, partitions=settings.partitions).maybe_declare()
+        for topic in self.outputs:
+            await topic.maybe_declare()
         self.processor.keep_only({tp.partition for tp in assigned if self.sources.is_source(tp.topic)})
 
     async def resume_models(self) -> None:
