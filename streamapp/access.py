@@ -55,7 +55,7 @@ def _matches(given: bytes | None, token: Secret) -> bool:
 
 
 class Tokens:
-    """The bearer-token side of the levels (the peer side is the caller's, see web.py)."""
+    """The bearer-token side of the levels (the peer side is the guard's: streamapp/web/middleware.py)."""
 
     def __init__(self, read_token: Secret, api_token: Secret) -> None:
         self.read_token = read_token

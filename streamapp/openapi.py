@@ -7,14 +7,14 @@ and serves the OpenAPI document built from it at `GET /openapi.json`, which the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from streamapp.access import CHANGE, OPEN, READ
 from streamapp.settings import Settings
 
-#: most feature sets one `POST /models/{partition}/predict` scores (see README, "Web views")
+#: most feature sets one `POST /models/{partition}/predict` scores (see docs/web-api.md)
 MAX_PROBES = 1000
 #: largest request body the workers read (aiohttp's client_max_size): larger ones get 413
 MAX_BODY_BYTES = 1024 * 1024
@@ -178,165 +178,137 @@ def allowed_methods(path: str) -> list[str]:
     return [*methods, "HEAD"] if "GET" in methods else methods
 
 
+STRING = {"type": "string"}
+INTEGER = {"type": "integer"}
+BOOLEAN = {"type": "boolean"}
+OBJECT = {"type": "object"}
+SNAPSHOT_NUMBER = {"type": "integer", "minimum": 1, "maximum": 999_999_999}
+
+
+def _object(required: Sequence[str], **properties: Any) -> dict[str, Any]:
+    """An object schema with these required fields and, when given, these properties."""
+    schema: dict[str, Any] = {"type": "object", "required": list(required)}
+    if properties:
+        schema["properties"] = properties
+    return schema
+
+
+def _array(items: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+def _ref(schema: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{schema}"}
+
+
+_VERSION = _object(["name"], name=STRING, snapshot_seq=INTEGER)
+_EACH_PARTITION = _array(_object(["partition", "status"], partition=INTEGER, status=INTEGER))
+_CLUSTER_PARTITION = _object(
+    ["partition", "status"],
+    partition=INTEGER,
+    status={"enum": ["served", "unavailable"]},
+    owner={"type": "string", "nullable": True},
+    reason=STRING,
+)
+# The schemas that do not depend on the settings, split where the settings' ones go (Features,
+# Promote), so that the document keeps its order.
+_SCHEMAS_BEFORE: dict[str, Any] = {
+    ERROR: _object(["error"], error={"type": "string", "description": "Why the request was refused."}),
+    "Text": STRING,
+    "Binary": {"type": "string", "format": "binary"},
+    "Document": OBJECT,
+    "Health": _object(["status"], status={"enum": ["ok"]}),
+    "Ready": _object(
+        ["ready", "state", "partitions"], ready=BOOLEAN, state=STRING, partitions=_array(INTEGER)
+    ),
+    "Local": _object(
+        ["worker", "ready", "state", "partitions"],
+        worker=STRING,
+        ready=BOOLEAN,
+        state=STRING,
+        partitions=_array(_object(["partition"])),
+    ),
+    "Cluster": _object(
+        ["worker", "time", "workers", "partitions"],
+        worker=STRING,
+        time={"type": "number"},
+        workers={"type": "object", "additionalProperties": _object(["ok"])},
+        partitions=_array(_CLUSTER_PARTITION),
+    ),
+    "Partition": _object(
+        ["partition", "worker", "model", "parameters", "memory_bytes"],
+        partition=INTEGER,
+        worker=STRING,
+        model=STRING,
+        parameters=OBJECT,
+        memory_bytes=INTEGER,
+    ),
+    "Snapshots": _object(
+        ["partition", "snapshots"], partition=INTEGER, snapshots=_array(_object(["seq", "offset"]))
+    ),
+    "Change": _object(
+        ["partition", "offset", "outcome"], partition=INTEGER, offset=INTEGER, outcome=STRING, model=_VERSION
+    ),
+    "Everywhere": _object(["partitions"], partitions=_EACH_PARTITION),
+    "EverywhereError": _object(["error"], error=STRING, partitions=_EACH_PARTITION),
+}
+_SCHEMAS_AFTER: dict[str, Any] = {
+    "Rollback": _object(["seq"], seq=SNAPSHOT_NUMBER),
+    "Probes": _object(["x"], x={"type": "array", "maxItems": MAX_PROBES, "items": _ref("Features")}),
+    "Event": _object(
+        ["key", "x"],
+        key={"type": "string", "description": "The key the producers use."},
+        x=_ref("Features"),
+    ),
+    "Predictions": _object(["predictions", "model"], predictions=_array(OBJECT), model=_VERSION),
+    "Prediction": _object(
+        ["key", "partition", "prediction", "model"],
+        key=STRING,
+        partition=INTEGER,
+        owner={"type": "string", "nullable": True},
+        prediction=OBJECT,
+        model=_VERSION,
+    ),
+}
+
+
 def _schemas(settings: Settings) -> dict[str, Any]:
-    obj = {"type": "object"}
+    """Every schema; Features and Promote carry the settings' bounds."""
     number = {"type": "number", "minimum": -settings.max_abs_number, "maximum": settings.max_abs_number}
     text = {"type": "string", "maxLength": settings.max_name_length}
-    version = {
+    features = {
         "type": "object",
-        "required": ["name"],
-        "properties": {"name": {"type": "string"}, "snapshot_seq": {"type": "integer"}},
+        "description": f"Feature name (up to {settings.max_name_length} characters) to value.",
+        "maxProperties": settings.max_features,
+        "additionalProperties": {"anyOf": [number, text, BOOLEAN]},
     }
-    change = {
-        "type": "object",
-        "required": ["partition", "offset", "outcome"],
-        "properties": {
-            "partition": {"type": "integer"},
-            "offset": {"type": "integer"},
-            "outcome": {"type": "string"},
-            "model": version,
-        },
-    }
-    each = {
-        "type": "array",
-        "items": {
-            "type": "object",
-            "required": ["partition", "status"],
-            "properties": {"partition": {"type": "integer"}, "status": {"type": "integer"}},
-        },
-    }
-    return {
-        ERROR: {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string", "description": "Why the request was refused."}},
-        },
-        "Text": {"type": "string"},
-        "Binary": {"type": "string", "format": "binary"},
-        "Document": obj,
-        "Health": {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok"]}}},
-        "Ready": {
-            "type": "object",
-            "required": ["ready", "state", "partitions"],
-            "properties": {
-                "ready": {"type": "boolean"},
-                "state": {"type": "string"},
-                "partitions": {"type": "array", "items": {"type": "integer"}},
-            },
-        },
-        "Local": {
-            "type": "object",
-            "required": ["worker", "ready", "state", "partitions"],
-            "properties": {
-                "worker": {"type": "string"},
-                "ready": {"type": "boolean"},
-                "state": {"type": "string"},
-                "partitions": {"type": "array", "items": {"type": "object", "required": ["partition"]}},
-            },
-        },
-        "Cluster": {
-            "type": "object",
-            "required": ["worker", "time", "workers", "partitions"],
-            "properties": {
-                "worker": {"type": "string"},
-                "time": {"type": "number"},
-                "workers": {"type": "object", "additionalProperties": {"type": "object", "required": ["ok"]}},
-                "partitions": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["partition", "status"],
-                        "properties": {
-                            "partition": {"type": "integer"},
-                            "status": {"enum": ["served", "unavailable"]},
-                            "owner": {"type": "string", "nullable": True},
-                            "reason": {"type": "string"},
-                        },
-                    },
-                },
-            },
-        },
-        "Partition": {
-            "type": "object",
-            "required": ["partition", "worker", "model", "parameters", "memory_bytes"],
-            "properties": {
-                "partition": {"type": "integer"},
-                "worker": {"type": "string"},
-                "model": {"type": "string"},
-                "parameters": obj,
-                "memory_bytes": {"type": "integer"},
-            },
-        },
-        "Snapshots": {
-            "type": "object",
-            "required": ["partition", "snapshots"],
-            "properties": {
-                "partition": {"type": "integer"},
-                "snapshots": {
-                    "type": "array",
-                    "items": {"type": "object", "required": ["seq", "offset"]},
-                },
-            },
-        },
-        "Change": change,
-        "Everywhere": {"type": "object", "required": ["partitions"], "properties": {"partitions": each}},
-        "EverywhereError": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}, "partitions": each},
-        },
-        "Features": {
-            "type": "object",
-            "description": f"Feature name (up to {settings.max_name_length} characters) to value.",
-            "maxProperties": settings.max_features,
-            "additionalProperties": {"anyOf": [number, text, {"type": "boolean"}]},
-        },
-        "Promote": {
-            "type": "object",
-            "required": ["model"],
-            "properties": {"model": {**text, "minLength": 1, "description": "A model of the partition."}},
-        },
-        "Rollback": {
-            "type": "object",
-            "required": ["seq"],
-            "properties": {"seq": {"type": "integer", "minimum": 1, "maximum": 999_999_999}},
-        },
-        "Probes": {
-            "type": "object",
-            "required": ["x"],
-            "properties": {
-                "x": {
-                    "type": "array",
-                    "maxItems": MAX_PROBES,
-                    "items": {"$ref": "#/components/schemas/Features"},
-                }
-            },
-        },
-        "Event": {
-            "type": "object",
-            "required": ["key", "x"],
-            "properties": {
-                "key": {"type": "string", "description": "The key the producers use."},
-                "x": {"$ref": "#/components/schemas/Features"},
-            },
-        },
-        "Predictions": {
-            "type": "object",
-            "required": ["predictions", "model"],
-            "properties": {"predictions": {"type": "array", "items": obj}, "model": version},
-        },
-        "Prediction": {
-            "type": "object",
-            "required": ["key", "partition", "prediction", "model"],
-            "properties": {
-                "key": {"type": "string"},
-                "partition": {"type": "integer"},
-                "owner": {"type": "string", "nullable": True},
-                "prediction": obj,
-                "model": version,
-            },
-        },
-    }
+    promote = _object(["model"], model={**text, "minLength": 1, "description": "A model of the partition."})
+    return {**_SCHEMAS_BEFORE, "Features": features, "Promote": promote, **_SCHEMAS_AFTER}
+
+
+_HEADERS = {
+    "WWW-Authenticate": {"schema": STRING, "description": "Bearer."},
+    "Retry-After": {"schema": INTEGER, "description": "Seconds to wait."},
+}
+_SEQ = {
+    "name": "seq",
+    "in": "query",
+    "required": False,
+    "description": "A kept snapshot's number; without it, the newest.",
+    "schema": SNAPSHOT_NUMBER,
+}
+_SECURITY_SCHEMES = {
+    "readToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "STREAMAPP_READ_TOKEN: scoring and model internals.",
+    },
+    "apiToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "STREAMAPP_API_TOKEN: changes and snapshot downloads (and reads).",
+    },
+}
 
 
 def _security(level: str, settings: Settings) -> list[dict[str, list[str]]]:
@@ -347,84 +319,55 @@ def _security(level: str, settings: Settings) -> list[dict[str, list[str]]]:
     return []
 
 
+def _response(answer: Answer) -> dict[str, Any]:
+    described: dict[str, Any] = {"description": answer.description}
+    if answer.schema:
+        described["content"] = {answer.media: {"schema": _ref(answer.schema)}}
+    if answer.headers:
+        described["headers"] = {name: _HEADERS[name] for name in answer.headers}
+    return described
+
+
+def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
+    """One operation's entry; every operation may answer 400 for a query it does not take."""
+    partition = {
+        "name": "partition",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": settings.partitions - 1},
+    }
+    entry: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "security": _security(op.access, settings),
+        "x-streamapp-access": op.access,
+        "responses": {
+            str(status): _response(answer)
+            for status, answer in sorted({400: BAD_QUERY, **op.responses}.items())
+        },
+    }
+    if op.parameters:
+        entry["parameters"] = [{"partition": partition, "seq": _SEQ}[name] for name in op.parameters]
+    if op.body:
+        entry["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(op.body)}}}
+    return entry
+
+
 def document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.0 document of a worker with these settings (bounds, which tokens are on)."""
-    parameters = {
-        "partition": {
-            "name": "partition",
-            "in": "path",
-            "required": True,
-            "schema": {"type": "integer", "minimum": 0, "maximum": settings.partitions - 1},
-        },
-        "seq": {
-            "name": "seq",
-            "in": "query",
-            "required": False,
-            "description": "A kept snapshot's number; without it, the newest.",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999},
-        },
-    }
-    headers = {
-        "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer."},
-        "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."},
-    }
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
-        entry: dict[str, Any] = {
-            "operationId": op.operation_id,
-            "summary": op.summary,
-            "security": _security(op.access, settings),
-            "x-streamapp-access": op.access,
-            "responses": {
-                str(status): {
-                    "description": answer.description,
-                    **(
-                        {
-                            "content": {
-                                answer.media: {"schema": {"$ref": f"#/components/schemas/{answer.schema}"}}
-                            }
-                        }
-                        if answer.schema
-                        else {}
-                    ),
-                    **({"headers": {h: headers[h] for h in answer.headers}} if answer.headers else {}),
-                }
-                for status, answer in sorted({400: BAD_QUERY, **op.responses}.items())
-            },
-        }
-        if op.parameters:
-            entry["parameters"] = [parameters[name] for name in op.parameters]
-        if op.body:
-            schema = {"$ref": f"#/components/schemas/{op.body}"}
-            entry["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
-        paths.setdefault(op.path, {})[op.method] = entry
+        paths.setdefault(op.path, {})[op.method] = _operation(op, settings)
     read = "open on this cluster (no STREAMAPP_READ_TOKEN)" if not settings.read_token else "required"
+    description = (
+        "Every worker answers for the whole cluster and forwards a partition's requests to "
+        "its owner, signed with the workers' key (never with the client's token). Every 4xx "
+        'and 5xx answer is JSON: {"error": reason}. Read token: '
+        f"{read}; the API token is accepted wherever the read token is."
+    )
     return {
         "openapi": "3.0.3",
-        "info": {
-            "title": "streamapp",
-            "version": "1",
-            "description": (
-                "Every worker answers for the whole cluster and forwards a partition's requests to "
-                "its owner, signed with the workers' key (never with the client's token). Every 4xx "
-                'and 5xx answer is JSON: {"error": reason}. Read token: '
-                f"{read}; the API token is accepted wherever the read token is."
-            ),
-        },
+        "info": {"title": "streamapp", "version": "1", "description": description},
         "paths": paths,
-        "components": {
-            "schemas": _schemas(settings),
-            "securitySchemes": {
-                "readToken": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "STREAMAPP_READ_TOKEN: scoring and model internals.",
-                },
-                "apiToken": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "STREAMAPP_API_TOKEN: changes and snapshot downloads (and reads).",
-                },
-            },
-        },
+        "components": {"schemas": _schemas(settings), "securitySchemes": _SECURITY_SCHEMES},
     }
