@@ -7,7 +7,6 @@ import json
 import signal
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,8 +57,11 @@ def url(worker: Worker) -> str:
     return f"http://127.0.0.1:{worker.port}"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Any:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One cluster for the module (starting three workers is most of its time): the tests only
+    read it, except the promotion (which every later test tolerates) and the dead owner's, last."""
+    tmp_path = tmp_path_factory.mktemp("web")
     env = unique_env(
         PARTITIONS,
         api_token=TOKEN,
@@ -207,26 +209,6 @@ def test_metrics_parse_and_name_every_series(cluster: Cluster) -> None:
     assert {"rocauc", "accuracy"} <= metrics
 
 
-def test_a_dead_owner_s_partitions_are_reported_unavailable_then_served_again(cluster: Cluster) -> None:
-    victim = cluster.workers["w3"]
-    lost = set(victim.models())
-    assert lost, "w3 serves some partitions"
-    cluster.stop("w3", signal.SIGKILL)
-    doc = get_json(cluster.workers["w1"], "/models")
-    gone = {p["partition"]: p for p in doc["partitions"] if p["status"] == "unavailable"}
-    assert set(gone) == lost
-    assert all(url(victim) in p["reason"] and "does not answer" in p["reason"] for p in gone.values())
-    assert doc["workers"][url(victim)]["ok"] is False
-
-    survivors = {url(cluster.workers["w1"]), url(cluster.workers["w2"])}
-
-    def served_by_survivors() -> bool:
-        partitions = get_json(cluster.workers["w2"], "/models")["partitions"]
-        return all(p["status"] == "served" and p["owner"] in survivors for p in partitions)
-
-    wait_for("the survivors to serve every partition", served_by_survivors, 90, cluster.logs)
-
-
 def test_a_model_is_promoted_on_every_partition_from_any_worker(cluster: Cluster) -> None:
     """One request to one worker: each partition's owner writes and applies its own control
     event, and the answer gives every partition's outcome."""
@@ -247,3 +229,23 @@ def test_a_model_is_promoted_on_every_partition_from_any_worker(cluster: Cluster
     refused = json.loads(answer)
     assert status == 404 and {a["status"] for a in refused["partitions"]} == {404}, answer
     assert "no model 'srp'" in refused["error"]
+
+
+def test_a_dead_owner_s_partitions_are_reported_unavailable_then_served_again(cluster: Cluster) -> None:
+    victim = cluster.workers["w3"]
+    lost = set(victim.models())
+    assert lost, "w3 serves some partitions"
+    cluster.stop("w3", signal.SIGKILL)
+    doc = get_json(cluster.workers["w1"], "/models")
+    gone = {p["partition"]: p for p in doc["partitions"] if p["status"] == "unavailable"}
+    assert set(gone) == lost
+    assert all(url(victim) in p["reason"] and "does not answer" in p["reason"] for p in gone.values())
+    assert doc["workers"][url(victim)]["ok"] is False
+
+    survivors = {url(cluster.workers["w1"]), url(cluster.workers["w2"])}
+
+    def served_by_survivors() -> bool:
+        partitions = get_json(cluster.workers["w2"], "/models")["partitions"]
+        return all(p["status"] == "served" and p["owner"] in survivors for p in partitions)
+
+    wait_for("the survivors to serve every partition", served_by_survivors, 90, cluster.logs)
