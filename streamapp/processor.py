@@ -209,6 +209,8 @@ class Processor:
         reseeks = self.reseeks.get(tp.partition)
         if reseeks is not None:
             reseeks.without_progress = 0
+        if self.poisoned.get(tp.partition):
+            self.poisoned[tp.partition].pop(record.offset, None)
         if isinstance(outcome, Scored):
             times = Times(produced, received, time.time())
             await self._emit_prediction(timing, tp, record, predictions, outcome, times)
@@ -225,7 +227,7 @@ class Processor:
         control event whose signature does not verify, or a record a model failed on."""
         poisoned = self.poisoned.get(tp.partition)
         if poisoned and record.offset in poisoned:
-            return Refused(poisoned.pop(record.offset))
+            return Refused(poisoned[record.offset])  # forgotten once applied (handle)
         try:
             message = records.decode(record.value, self.limits)
             if isinstance(message, Control):
