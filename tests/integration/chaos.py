@@ -11,6 +11,9 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import orjson
 
 from streamapp import datasets, models, records
 from streamapp.settings import Settings
-from tests.integration.cluster import ROOT, Worker, end_offsets, read_topic, wait_for
+from tests.integration.cluster import ROOT, Worker, end_offsets, read_topic, start_all, wait_for
 from tests.oracle import river_on_log
 
 PROBES = [s.x for s in datasets.load("card", seed=7, limit=40)]
@@ -33,9 +36,14 @@ class Cluster:
         self.workers: dict[str, Worker] = {}
 
     def start(self, name: str) -> Worker:
-        worker = self.workers.get(name) or Worker(self.env, self.root / name)
-        self.workers[name] = worker.start()
+        (worker,) = self.start_all(name)
         return worker
+
+    def start_all(self, *names: str) -> list[Worker]:
+        """Start the named workers side by side."""
+        workers = [self.workers.get(name) or Worker(self.env, self.root / name) for name in names]
+        self.workers.update(zip(names, workers, strict=True))
+        return start_all(workers)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         self.workers[name].stop(sig)
@@ -99,6 +107,13 @@ def as_json(value: Any) -> Any:
     return orjson.loads(records.encode(value))
 
 
+def river_on_partition(
+    model: str, docs: list[dict[str, Any]]
+) -> tuple[dict[str, float], dict[int, Any], Any]:
+    """River on one partition's log (tests.oracle.river_on_log), for a process of its own."""
+    return river_on_log(docs, models.resolve(model).build, ["rocauc", "accuracy"])
+
+
 def assert_exact(cluster: Cluster, settings: Settings, timeout: float = 180) -> None:
     """Every partition: all its events learned once, in order, as River learns them offline."""
     partitions = settings.partitions
@@ -112,15 +127,23 @@ def assert_exact(cluster: Cluster, settings: Settings, timeout: float = 180) -> 
 
     wait_for("every partition to apply every event", caught_up, timeout, cluster.logs)
     served = cluster.served()
-    build = models.resolve(settings.model).build
     predictions: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for recs in read_topic(settings.predictions_topic, partitions).values():
         for rec in recs:
             doc = orjson.loads(rec.value)
             predictions[doc["partition"]][doc["offset"]].append(doc)
 
-    for partition, recs in read_topic(settings.events_topic, partitions).items():
-        docs = [orjson.loads(r.value) for r in recs]
+    logs = {
+        p: [orjson.loads(r.value) for r in recs]
+        for p, recs in read_topic(settings.events_topic, partitions).items()
+    }
+    # River's offline runs, one per partition, side by side (an adaptive random forest's take seconds).
+    with ProcessPoolExecutor(min(partitions, os.cpu_count() or 1), mp_context=get_context("fork")) as pool:
+        oracles = dict(
+            zip(logs, pool.map(river_on_partition, repeat(settings.model), logs.values()), strict=True)
+        )
+
+    for partition, docs in logs.items():
         stream = [(d["x"], d.get("y")) for d in docs if "x" in d]
         state, owner = served[partition]
         where = f"partition {partition} on {owner.datadir.name}"
@@ -131,7 +154,7 @@ def assert_exact(cluster: Cluster, settings: Settings, timeout: float = 180) -> 
         # Faust drops a few events around rebalances; the guard refuses to learn across such a
         # gap and seeks back (counted in "gaps"); what matters is that the model never missed one.
         assert state["events_lost_to_retention"] == 0, where
-        expected, river, offline = river_on_log(docs, build, ["rocauc", "accuracy"])
+        expected, river, offline = oracles[partition]
         got = {k: state["metrics"][k] for k in expected}
         assert got == expected, f"{where}: metrics differ from River's on the sub-stream"
 

@@ -74,6 +74,10 @@ def unique_env(partitions: int, **extra: str) -> dict[str, str]:
     return env
 
 
+#: seconds between two checks of wait_for: short, as every test waits on workers many times
+POLL = 0.05
+
+
 def wait_for(
     what: str, check: Callable[[], bool], timeout: float, on_timeout: Callable[[], str] = str
 ) -> None:
@@ -81,7 +85,7 @@ def wait_for(
     while time.monotonic() < deadline:
         if check():
             return
-        time.sleep(0.25)
+        time.sleep(POLL)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_timeout()}")
 
 
@@ -112,7 +116,15 @@ class Worker:
             )
 
     def start(self) -> Worker:
+        return self.launch().ready()
+
+    def launch(self) -> Worker:
+        """Start the process without waiting for it (see `start_all`)."""
         self.proc = self._popen()
+        return self
+
+    def ready(self) -> Worker:
+        """Until the launched worker answers on its web port."""
         wait_for("the worker's web views", lambda: self.get("/health") is not None, 60, self.log_tail)
         return self
 
@@ -176,6 +188,19 @@ class Worker:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def start_all(workers: list[Worker]) -> list[Worker]:
+    """Start the workers side by side (each takes seconds to import and start): all are launched,
+    then each is waited for."""
+    for worker in workers:
+        worker.launch()
+    try:
+        return [worker.ready() for worker in workers]
+    except BaseException:
+        for worker in workers:
+            worker.stop()
+        raise
+
+
 @contextlib.contextmanager
 def running(env: dict[str, str], datadir: Path) -> Iterator[Worker]:
     worker = Worker(env, datadir).start()
@@ -183,6 +208,16 @@ def running(env: dict[str, str], datadir: Path) -> Iterator[Worker]:
         yield worker
     finally:
         worker.stop()
+
+
+@contextlib.contextmanager
+def running_all(workers: list[Worker]) -> Iterator[list[Worker]]:
+    """`running` for several workers, started side by side."""
+    try:
+        yield start_all(workers)
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
 def end_offsets(topic: str, partitions: int) -> dict[int, int]:
@@ -243,6 +278,22 @@ def send_raw(topic: str, messages: list[tuple[int, bytes | None, bytes | None]])
             await producer.stop()
 
     asyncio.run(send())
+
+
+def committed_offset(group: str, topic: str, partition: int) -> int | None:
+    """The offset the consumer group committed for the partition (None: none yet)."""
+
+    async def read() -> int | None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        found = offsets.get(TopicPartition(topic, partition))
+        return None if found is None else found.offset
+
+    return asyncio.run(read())
 
 
 def delete_records_before(topic: str, partition: int, offset: int) -> None:

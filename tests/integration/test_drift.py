@@ -12,7 +12,7 @@ import orjson
 from streamapp import datasets, producer
 from streamapp.settings import Settings
 from streamapp.web import partition_of
-from tests.integration.cluster import read_topic, running, send_raw, unique_env
+from tests.integration.cluster import Worker, read_topic, running_all, send_raw, unique_env
 
 PARTITIONS = 4
 EVENTS = 16_000
@@ -36,15 +36,22 @@ def test_drift_is_detected_after_the_change_on_every_partition_and_reset_recover
             changed_at.setdefault(partition, len(labels[partition]))
         labels[partition].append(sample.y)
 
+    # One app per policy on the same stream, their workers side by side.
+    policies = ("none", "reset")
+    envs = {policy: unique_env(PARTITIONS, model="naive_bayes", drift_policy=policy) for policy in policies}
+    settings = {policy: Settings.from_env(env) for policy, env in envs.items()}
+    for policy in policies:
+        send_raw(settings[policy].events_topic, messages)
+    with running_all([Worker(envs[policy], tmp_path / policy) for policy in policies]) as workers:
+        served = {
+            policy: worker.wait_caught_up(settings[policy].events_topic, PARTITIONS)
+            for policy, worker in zip(policies, workers, strict=True)
+        }
+
     accuracy_after: dict[str, dict[int, float]] = {}
     detected_after: dict[int, int] = {}  # events from the change to the first detection
-    for policy in ("none", "reset"):
-        env = unique_env(PARTITIONS, model="naive_bayes", drift_policy=policy)
-        settings = Settings.from_env(env)
-        send_raw(settings.events_topic, messages)
-        with running(env, tmp_path / policy) as worker:
-            served = worker.wait_caught_up(settings.events_topic, PARTITIONS)
-        for partition, state in served.items():
+    for policy in policies:
+        for partition, state in served[policy].items():
             drift = state["drift"]
             offsets = [d["offset"] for d in drift["recent"]]
             assert drift["detections"] == len(offsets) >= 1, f"{policy} p{partition}: {drift}"
@@ -56,7 +63,7 @@ def test_drift_is_detected_after_the_change_on_every_partition_and_reset_recover
             assert drift["model_resets"] == (rises if policy == "reset" else 0)
             detected_after[partition] = offsets[0] - changed_at[partition]
         accuracy_after[policy] = {}
-        for partition, records in read_topic(settings.predictions_topic, PARTITIONS).items():
+        for partition, records in read_topic(settings[policy].predictions_topic, PARTITIONS).items():
             window = range(changed_at[partition], changed_at[partition] + AFTER)
             docs = [orjson.loads(r.value) for r in records]
             right = [d["class"] == labels[partition][d["offset"]] for d in docs if d["offset"] in window]

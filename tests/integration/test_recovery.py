@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from streamapp.settings import Settings
 from tests.integration.chaos import Cluster, assert_exact, run_stream
-from tests.integration.cluster import ROOT, delete_records_before, unique_env, wait_for
+from tests.integration.cluster import ROOT, committed_offset, delete_records_before, unique_env, wait_for
 
 # A snapshot every 300 events or 3 s: recovery always has a snapshot and a tail to replay.
 FAST_SNAPSHOTS = {"snapshot_every_events": "300", "snapshot_every_seconds": "3", "session_timeout": "6"}
@@ -27,8 +26,7 @@ def cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_worker_killed_mid_stream_and_restarted(cluster: Cluster, sig: int) -> None:
-    for name in ("w1", "w2", "w3"):
-        cluster.start(name)
+    cluster.start_all("w1", "w2", "w3")
     run_stream(
         cluster.env,
         events=8000,
@@ -44,8 +42,7 @@ def test_worker_killed_between_events_and_their_late_labels(cluster: Cluster) ->
     """Labels arrive 400 events after their event: at the kill, every partition has events
     waiting for labels. Each label still teaches its event once, and the metrics equal River's
     progressive validation of the partition's log with those delays."""
-    for name in ("w1", "w2"):
-        cluster.start(name)
+    cluster.start_all("w1", "w2")
     run_stream(
         cluster.env,
         events=4000,
@@ -57,8 +54,7 @@ def test_worker_killed_between_events_and_their_late_labels(cluster: Cluster) ->
 
 
 def test_worker_restarted_with_a_wiped_data_directory(cluster: Cluster) -> None:
-    for name in ("w1", "w2", "w3"):
-        cluster.start(name)
+    cluster.start_all("w1", "w2", "w3")
 
     def kill_and_wipe() -> None:
         cluster.stop("w2", signal.SIGKILL)
@@ -90,8 +86,7 @@ def test_scale_one_to_three_to_two_workers(cluster: Cluster) -> None:
 
 
 def test_broker_restart_mid_stream(cluster: Cluster) -> None:
-    cluster.start("w1")
-    cluster.start("w2")
+    cluster.start_all("w1", "w2")
     restart = lambda: subprocess.run([str(ROOT / "tools/kafka/kafka.sh"), "restart"], check=True)  # noqa: E731
     run_stream(cluster.env, events=6000, rate=400, script=[(6, restart)])
     assert_exact(cluster, Settings.from_env(cluster.env))
@@ -103,8 +98,7 @@ def test_adaptive_random_forest_over_a_megabyte_recovers_exactly(tmp_path: Path)
     env = unique_env(4, model="adaptive_random_forest", **FAST_SNAPSHOTS)
     cluster = Cluster(env, tmp_path)
     try:
-        for name in ("w1", "w2", "w3"):
-            cluster.start(name)
+        cluster.start_all("w1", "w2", "w3")
         run_stream(
             env,
             events=14000,
@@ -170,7 +164,9 @@ def test_events_deleted_before_they_were_learned_are_reported_not_hidden(tmp_pat
         # Snapshot intervals are spread over 150..250 events: the last one is between 250 and 449.
         snapped = worker.models()[0]["snapshot"]["offset"]
         assert 250 <= snapped <= 449
-        time.sleep(4)  # let Faust commit offset 500
+        # Faust commits offset 500 (every 2.8 s): the restart resumes from there.
+        committed = lambda: committed_offset(settings.app_id, settings.events_topic, 0)  # noqa: E731
+        wait_for("Faust to commit offset 500", lambda: committed() == 500, 30, lambda: str(committed()))
         cluster.stop("w1", signal.SIGKILL)
         delete_records_before(settings.events_topic, 0, snapped + 50)  # retention took 49 events
         cluster.start("w1")

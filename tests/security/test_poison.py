@@ -14,7 +14,15 @@ from river import datasets as river_datasets
 from streamapp import datasets, models
 from streamapp.settings import Settings
 from tests import custom_models
-from tests.integration.cluster import Worker, end_offsets, read_topic, send_raw, unique_env, wait_for
+from tests.integration.cluster import (
+    Worker,
+    end_offsets,
+    read_topic,
+    running_all,
+    send_raw,
+    unique_env,
+    wait_for,
+)
 from tests.oracle import river_on_log
 
 TOL = 1e-9
@@ -82,9 +90,8 @@ def test_poison_pills_are_dead_lettered_and_no_worker_stops(tmp_path: Path, pres
     settings = Settings.from_env(env)
     stream = samples(preset)
     logs = {p: log_of(p, stream[p::PARTITIONS], preset) for p in range(PARTITIONS)}
-    workers = [Worker(env, tmp_path / f"w{n}").start() for n in (1, 2)]
-    urls = {f"http://127.0.0.1:{w.port}" for w in workers}
-    try:
+    with running_all([Worker(env, tmp_path / f"w{n}") for n in (1, 2)]) as workers:
+        urls = {f"http://127.0.0.1:{w.port}" for w in workers}
         # Each worker owns a partition before the pills arrive: a worker that stopped on one
         # would hand its partition to the other, which would stop on it too.
         wait_for(
@@ -107,9 +114,6 @@ def test_poison_pills_are_dead_lettered_and_no_worker_stops(tmp_path: Path, pres
         served = cluster_models(workers[0])
         assert all(worker.alive() for worker in workers), "no worker stopped"
         assert {p["owner"] for p in served.values()} == urls, "and each still owns its partition"
-    finally:
-        for worker in workers:
-            worker.stop()
 
     letters = read_topic(settings.deadletter_topic, PARTITIONS)
     spec = models.resolve(preset)

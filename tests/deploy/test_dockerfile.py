@@ -20,7 +20,7 @@ from packaging.specifiers import SpecifierSet
 
 from streamapp.cli import OWN_COMMANDS
 from streamapp.settings import ConfigError, Settings
-from tests.dockerfile_syntax import Stage, dockerignore_patterns, ignored, stages
+from tests.deploy.dockerfile_syntax import Stage, dockerignore_patterns, ignored, stages
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
