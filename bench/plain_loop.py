@@ -17,7 +17,7 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamapp import models, records
-from streamapp.partition import PartitionConfig, PartitionState
+from streamapp.partition import PartitionConfig, PartitionState, Scored
 from streamapp.records import BadEvent, Event
 
 
@@ -51,7 +51,9 @@ async def run(bootstrap: str, topic: str, output: str, model: str, group: str) -
                         continue
                     if not isinstance(event, Event):
                         continue
-                    applied = state.apply_event(event, record.offset)
+                    applied = state.apply(record.offset, event)
+                    if not isinstance(applied, Scored):
+                        continue
                     doc = {
                         "id": event.id,
                         "partition": tp.partition,

@@ -18,7 +18,7 @@ from quixstreams import Application, State, message_context
 
 from bench.plain_loop import peer_arguments
 from streamapp import models, records, snapshot
-from streamapp.partition import PartitionConfig, PartitionState
+from streamapp.partition import PartitionConfig, PartitionState, Scored
 from streamapp.records import Event
 from streamapp.settings import Secret
 from streamapp.signing import Signer
@@ -46,8 +46,10 @@ def main() -> None:
             return None
         if not isinstance(event, Event):
             return None
-        applied = model.apply_event(event, offset)
-        if model.events_since_snapshot >= SNAPSHOT_EVERY:
+        applied = model.apply(offset, event)
+        if not isinstance(applied, Scored):
+            return None
+        if model.runtime.events_since_snapshot >= SNAPSHOT_EVERY:
             # Quix state values go through JSON: the snapshot travels as base64 text, in chunks
             # (a forest's snapshot passes the 1 MB record limit of Quix's changelog topic).
             text = base64.b64encode(snapshot.encode(model, 1 << 30, SIGNER)).decode()
@@ -55,7 +57,7 @@ def main() -> None:
             for i, chunk in enumerate(chunks):
                 state.set(f"snapshot-{i}", chunk)
             state.set("snapshot-chunks", len(chunks))
-            model.snapshot_taken(0, time.time())
+            model.runtime.snapshot_taken(model.offset, 0, time.time())
         doc: dict[str, Any] = {
             "id": event.id,
             "partition": partition,

@@ -33,7 +33,7 @@ def run(model: str, events: list[bytes], every: int | None) -> tuple[float, floa
         decoded = records.decode(value, records.Limits(max_event_bytes=1 << 20))
         assert isinstance(decoded, Event)
         state = states[offset % PARTITIONS]
-        state.apply_event(decoded, offset)
+        state.apply(offset // PARTITIONS, decoded)
         if every and state.runtime.events_since_snapshot >= every:
             t0 = time.perf_counter()
             blob = snapshot.encode(state, 1 << 30, SIGNER)
