@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from streamapp import changes
@@ -61,7 +62,7 @@ class PartitionConfig:
             settings.promote_margin,
         )
 
-    @property
+    @cached_property
     def waiting_bounds(self) -> Bounds:
         return Bounds(self.pending_max, self.pending_max_bytes, self.pending_max_age)
 
@@ -69,7 +70,7 @@ class PartitionConfig:
 # -- what applying one message came to --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Refused:
     """A message that is refused before it reaches the state (undecodable, a bad signature, a
     record a model failed on): applied as a dead letter with the reason."""
@@ -80,7 +81,7 @@ class Refused:
 Message = Event | LateLabel | Control | Refused
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Scored:
     """An event was scored: the prediction record's content."""
 
@@ -94,35 +95,35 @@ class Scored:
     replayed: bool  # an earlier owner scored it already
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeadLetter:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Labelled:
     matched: bool  # False: no event was waiting for it (counted in labels_unknown)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Controlled:
     outcome: str
     rolled_back: bool  # the models changed: snapshot now, so recovery starts after it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Skipped:
     """An offset applied already (a replay after a seek or a rebalance)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Gap:
     """Offsets before this one never arrived: nothing applied, the consumer must go back."""
 
     expected: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Poisoned:
     """A model raised while learning, after every check passed: the state may be half-changed,
     so it must be put back as it was before this offset (Processor.rewind)."""
@@ -130,6 +131,7 @@ class Poisoned:
     reason: str
 
 
+# Not frozen: a frozen dataclass's __init__ costs a microsecond per event (object.__setattr__).
 Outcome = Scored | DeadLetter | Labelled | Controlled | Skipped | Gap | Poisoned
 
 

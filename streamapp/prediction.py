@@ -8,7 +8,7 @@ from typing import Any
 from streamapp.partition import Scored
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Times:
     """Wall-clock seconds of one event's way through the worker (the paper's latencies)."""
 

@@ -96,6 +96,50 @@ class Reseeks:
     without_progress: int = 0
 
 
+class GapWatch:
+    """Offsets a partition skipped (Faust can drop events fetched around a rebalance) are
+    fetched again, at most every RESEEK_EVERY seconds; after MAX_RESEEKS seeks without progress
+    the worker stops loudly rather than learn across the gap."""
+
+    def __init__(self) -> None:
+        self.reseeks: dict[int, Reseeks] = {}
+
+    def forget(self, partition: int) -> None:
+        self.reseeks.pop(partition, None)
+
+    def progressed(self, partition: int) -> None:
+        reseeks = self.reseeks.get(partition)
+        if reseeks is not None:
+            reseeks.without_progress = 0
+
+    def sought(self, partition: int) -> None:
+        """A seek back was just made for another reason (a rewind): the gaps it leaves wait."""
+        self.reseeks[partition] = Reseeks(time.monotonic())
+
+    def seek_to(self, tp: TP, offset: int, expected: int) -> bool:
+        """Whether to seek back to `expected` now that `offset` arrived; GapError when the
+        offsets never come."""
+        now = time.monotonic()
+        reseeks = self.reseeks.setdefault(tp.partition, Reseeks())
+        if now - reseeks.at < RESEEK_EVERY:
+            return False
+        if reseeks.without_progress >= MAX_RESEEKS:
+            raise GapError(
+                f"partition {tp.partition}: offsets {expected}..{offset - 1} of {tp.topic} never "
+                f"arrive after {MAX_RESEEKS} seeks: is the topic compacted or written by a "
+                "transactional producer? streamapp needs every offset of the source log"
+            )
+        reseeks.at = now
+        reseeks.without_progress += 1
+        log.error(
+            "partition %d: GAP: offset %d arrived, %d expected; not learning across it, seeking back",
+            tp.partition,
+            offset,
+            expected,
+        )
+        return True
+
+
 class Processor:
     """Owns the in-memory partition states of one worker; the web views only read them."""
 
@@ -106,12 +150,13 @@ class Processor:
         self.specs = tuple(specs)  # the champion first, then the challengers
         self.config = PartitionConfig.from_settings(settings)
         self.store = store
+        self._rollback_source = store.rollback_source
         self.outputs = outputs
         self.signer = store.signer  # signs and verifies control events too
         self.limits = Limits.from_settings(settings)
         self.states: dict[int, PartitionState] = {}
         self.timings: dict[int, Timing] = {}
-        self.reseeks: dict[int, Reseeks] = {}
+        self.gaps = GapWatch()
         #: {partition: {offset: reason}}: records a model failed to learn, dead-lettered when the
         #: replay after a rewind reaches them (see rewind)
         self.poisoned: dict[int, dict[int, str]] = {}
@@ -124,7 +169,7 @@ class Processor:
         for partition in set(self.states) - partitions:
             del self.states[partition]
             self.timings.pop(partition, None)
-            self.reseeks.pop(partition, None)
+            self.gaps.forget(partition)
             self.poisoned.pop(partition, None)  # the next owner finds them again, in its replay
             log.info("partition %d: revoked, state released", partition)
         self.store.forget(partitions)
@@ -197,25 +242,24 @@ class Processor:
         received = time.time()
         produced = record.timestamp / 1000 if record.timestamp else received
         message = self.read(tp, record, produced)
-        outcome = state.apply(record.offset, message, produced, self.store.rollback_source)
-        if isinstance(outcome, Skipped):
+        outcome = state.apply(record.offset, message, produced, self._rollback_source)
+        if isinstance(outcome, Scored):  # the common case first
+            await self._emit_prediction(timing, tp, record, predictions, outcome, received, produced)
+        elif isinstance(outcome, Skipped):
             return True
-        if isinstance(outcome, Gap):
-            self._on_gap(state, tp, record.offset)
+        elif isinstance(outcome, Gap):
+            if self.gaps.seek_to(tp, record.offset, state.offset + 1):
+                self._seek_back(tp, state.offset + 1)
             return True
-        if isinstance(outcome, Poisoned):
+        elif isinstance(outcome, Poisoned):
             self.rewind(state, tp, record.offset, outcome.reason)
             return False
-        reseeks = self.reseeks.get(tp.partition)
-        if reseeks is not None:
-            reseeks.without_progress = 0
-        if self.poisoned.get(tp.partition):
-            self.poisoned[tp.partition].pop(record.offset, None)
-        if isinstance(outcome, Scored):
-            times = Times(produced, received, time.time())
-            await self._emit_prediction(timing, tp, record, predictions, outcome, times)
         elif isinstance(outcome, DeadLetter):
             await self._dead_letter(tp, record, outcome.reason)
+        self.gaps.progressed(tp.partition)
+        poisoned = self.poisoned.get(tp.partition)
+        if poisoned:
+            poisoned.pop(record.offset, None)  # dead-lettered now: its poison is spent
         if isinstance(outcome, Controlled) and outcome.rolled_back:
             await self._snapshot(state, time.time())  # recovery then starts after the rollback
         else:
@@ -252,7 +296,7 @@ class Processor:
         restored.runtime.positioned = True
         restored.runtime.replay_until = max(state.runtime.replay_until, offset)
         restored.model_errors = state.model_errors + 1
-        self.reseeks[partition] = Reseeks(time.monotonic())  # the seek the gaps would ask for
+        self.gaps.sought(partition)  # the seek the gaps would ask for
         self._seek_back(tp, restored.offset + 1)
         log.error(
             "partition %d: MODEL ERROR at offset %d (%s): rewound to %s at offset %d; replaying "
@@ -273,8 +317,10 @@ class Processor:
         record: ConsumerRecord,
         predictions: Outbox,
         scored: Scored,
-        times: Times,
+        received: float,
+        produced: float,
     ) -> None:
+        times = Times(produced, received, time.time())
         threshold = self.settings.anomaly_threshold
         prediction = prediction_record(scored, record.key, tp.partition, record.offset, times, threshold)
         await predictions.add(record.key, records.encode(prediction))
@@ -286,30 +332,6 @@ class Processor:
             self.settings.deadletter_topic, tp.partition, record.key, record.value, headers
         )
         log.warning("partition %d offset %d: dead letter: %s", tp.partition, record.offset, reason)
-
-    def _on_gap(self, state: PartitionState, tp: TP, offset: int) -> None:
-        """Offsets were skipped (Faust can drop events fetched around a rebalance): go back for
-        them, at most every RESEEK_EVERY seconds; give up loudly after MAX_RESEEKS tries."""
-        now = time.monotonic()
-        reseeks = self.reseeks.setdefault(tp.partition, Reseeks())
-        if now - reseeks.at < RESEEK_EVERY:
-            return
-        expected = state.offset + 1
-        if reseeks.without_progress >= MAX_RESEEKS:
-            raise GapError(
-                f"partition {tp.partition}: offsets {expected}..{offset - 1} of {tp.topic} never "
-                f"arrive after {MAX_RESEEKS} seeks: is the topic compacted or written by a "
-                "transactional producer? streamapp needs every offset of the source log"
-            )
-        reseeks.at = now
-        reseeks.without_progress += 1
-        log.error(
-            "partition %d: GAP: offset %d arrived, %d expected; not learning across it, seeking back",
-            tp.partition,
-            offset,
-            expected,
-        )
-        self._seek_back(tp, expected)
 
     def _seek_back(self, tp: TP, offset: int) -> None:
         """Move the partition's consumer back to `offset`, in the background: the processor

@@ -51,8 +51,8 @@ class LearnedSchema:
         """The label fits the task and the labels learned so far (BadEvent with the reason):
         anything else would make the models raise, or worse, learn it and then fail on every
         event."""
-        task.check_label(y)
         kind = label_kind(y)
+        task.check_label(y, kind)
         if self.labels_kind is not None and kind != self.labels_kind and task.one_label_kind:
             raise BadEvent(
                 f"label {y!r:.40} is a {kind} but this partition has learned {self.labels_kind} "

@@ -66,16 +66,19 @@ class Task:
         """What the promotion rule compares over the last `window` labels."""
         raise NotImplementedError
 
-    def check_label(self, y: Label) -> None:
-        """BadEvent unless `y` is a label of this task."""
-        kind = label_kind(y)
+    def check_label(self, y: Label, kind: str) -> None:
+        """BadEvent unless `y` (of label_kind `kind`) is a label of this task."""
         if kind not in self.label_kinds:
             raise BadEvent(
                 f"label {y!r:.40} is a {kind}; a {self.name} partition learns "
                 f"{' or '.join(self.label_kinds)}{self.hint}"
             )
+        if self.true_or_false and kind == "int" and y not in (0, 1):
+            raise BadEvent(f"label {y!r} of a {self.name} partition must be true/false or 1/0")
 
     hint: ClassVar[str] = ""
+    #: binary and anomaly labels: true/false, or 1/0 (ROCAUC's positive class is True)
+    true_or_false: ClassVar[bool] = False
 
 
 class _Classification(Task):
@@ -90,18 +93,10 @@ class _Classification(Task):
         return float(prediction["class"] != y_true)
 
 
-class _TrueOrFalse(Task):
-    """Binary and anomaly labels: true/false, or 1/0 (ROCAUC's positive class is True)."""
-
-    def check_label(self, y: Label) -> None:
-        super().check_label(y)
-        if label_kind(y) == "int" and y not in (0, 1):
-            raise BadEvent(f"label {y!r} of a {self.name} partition must be true/false or 1/0")
-
-
-class Binary(_TrueOrFalse, _Classification):
+class Binary(_Classification):
     name = "binary"
     label_kinds = ("bool", "int")
+    true_or_false = True
     rolling_feed = "proba"
     hint = " (named classes need STREAMAPP_TASK=multiclass)"
 
@@ -159,9 +154,10 @@ class Regression(Task):
         return "mae", utils.Rolling(metrics.MAE, window_size=window)
 
 
-class Anomaly(_TrueOrFalse):
+class Anomaly(Task):
     name = "anomaly"
     label_kinds = ("bool", "int")
+    true_or_false = True
     learns_unlabelled = True
     rolling_feed = "score"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from streamapp.records import Feature
 
@@ -18,9 +18,8 @@ from streamapp.records import Feature
 Predictions = Sequence[dict[str, Any] | None]
 
 
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """An event waiting for its label."""
+class Waiting(NamedTuple):
+    """An event waiting for its label (a tuple: cheap to build, compact to pickle)."""
 
     x: dict[str, Feature] | None  # None for anomaly models, which learned the event already
     predictions: Predictions
