@@ -46,7 +46,7 @@ async def run(bootstrap: str, topic: str, output: str, model: str, group: str) -
                 for record in batch:
                     received = time.time()
                     try:
-                        event = records.decode(record.value)
+                        event = records.parse(record.value)
                     except BadEvent:
                         continue
                     if not isinstance(event, Event):

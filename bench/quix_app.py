@@ -41,7 +41,7 @@ def main() -> None:
             model = states[partition] = PartitionState(partition, spec, PartitionConfig(pending_max=0))
         received = time.time()
         try:
-            event = records.decode(value)
+            event = records.parse(value)
         except records.BadEvent:
             return None
         if not isinstance(event, Event):

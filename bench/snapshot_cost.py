@@ -30,7 +30,7 @@ def run(model: str, events: list[bytes], every: int | None) -> tuple[float, floa
     sizes: list[int] = []
     start = time.perf_counter()
     for offset, value in enumerate(events):
-        decoded = records.decode(value, records.Limits(max_event_bytes=1 << 20))
+        decoded = records.parse(value, records.Limits(max_event_bytes=1 << 20))
         assert isinstance(decoded, Event)
         state = states[offset % PARTITIONS]
         state.apply(offset // PARTITIONS, decoded)

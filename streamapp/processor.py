@@ -273,7 +273,7 @@ class Processor:
         if poisoned and record.offset in poisoned:
             return Refused(poisoned[record.offset])  # forgotten once applied (handle)
         try:
-            message = records.decode(record.value, self.limits)
+            message = records.parse(record.value, self.limits)
             if isinstance(message, Control):
                 control.verify(self.signer, tp.partition, message, record.headers, at)
         except BadEvent as exc:

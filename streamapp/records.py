@@ -86,7 +86,7 @@ def _reject_constant(name: str) -> Any:
     raise BadEvent(f"non-finite number {name} (JSON has no NaN or Infinity)")
 
 
-def _parse(raw: bytes) -> Any:
+def _json(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -147,7 +147,7 @@ def _control(event_id: str, doc: dict[str, Any]) -> Control:
     raise BadEvent(f"unknown control {action!r} (known: promote, rollback)")
 
 
-def decode(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Event | LateLabel | Control:
+def parse(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Event | LateLabel | Control:
     """Validate one message value; raises BadEvent with the reason when it cannot be used."""
     if raw is None:
         raise BadEvent("empty message (no value)")
@@ -155,7 +155,7 @@ def decode(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Event | LateLa
         raise BadEvent(
             f"oversized: {len(raw)} bytes > limit {limits.max_event_bytes} (STREAMAPP_MAX_EVENT_BYTES)"
         )
-    doc = _parse(raw)
+    doc = _json(raw)
     if not isinstance(doc, dict):
         raise BadEvent(f"not a JSON object but {type(doc).__name__}")
     event_id = doc.get("id")

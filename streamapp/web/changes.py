@@ -49,7 +49,7 @@ def parse_change(context: WebContext, action: str, body: bytes) -> records.Contr
         fields = {"seq": seq}
     value = records.encode({"id": f"control-{uuid.uuid4()}", "control": action, **fields})
     try:
-        event = records.decode(value, context.limits)
+        event = records.parse(value, context.limits)
     except records.BadEvent as exc:
         raise refuse(400, str(exc)) from None
     assert isinstance(event, records.Control)

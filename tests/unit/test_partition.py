@@ -25,7 +25,7 @@ def feed(state: PartitionState, msgs: Any, start: int = 0) -> list[dict[str, Any
     """Apply (key, value) messages as the processor does; returns the prediction of each event."""
     out = []
     for offset, (_, value) in enumerate(msgs, start=start):
-        decoded = records.decode(value, records.Limits(max_event_bytes=1 << 20))
+        decoded = records.parse(value, records.Limits(max_event_bytes=1 << 20))
         outcome = state.apply(offset, decoded)
         assert isinstance(outcome, Scored | Labelled), outcome
         if isinstance(outcome, Scored):
@@ -205,7 +205,7 @@ def test_each_challenger_equals_river_for_that_model_alone() -> None:
     state = PartitionState(0, champion, PartitionConfig(pending_max=1000), challengers=challengers)
     shadows: list[dict[str, Any]] = []
     for offset, (_, value) in enumerate(producer.messages(datasets.load("phishing"), label_delay=25)):
-        decoded = records.decode(value, records.Limits(max_event_bytes=1 << 20))
+        decoded = records.parse(value, records.Limits(max_event_bytes=1 << 20))
         if isinstance(decoded, Event):
             applied = state.apply_event(decoded, offset)
             assert applied.challengers is not None

@@ -13,18 +13,18 @@ def test_good_event_with_label() -> None:
     raw = orjson.dumps(
         {"id": "a", "x": {"amount": 1.5, "cat": "fuel", "online": True, "n": 3}, "y": True, "ts": 1.0}
     )
-    assert records.decode(raw, LIMIT) == Event(
+    assert records.parse(raw, LIMIT) == Event(
         "a", {"amount": 1.5, "cat": "fuel", "online": True, "n": 3}, True, 1.0
     )
 
 
 def test_unlabelled_event_and_late_label() -> None:
-    assert records.decode(b'{"id": "a", "x": {"f": 1}}', LIMIT) == Event("a", {"f": 1}, None, None)
-    assert records.decode(b'{"id": "a", "y": 0}', LIMIT) == LateLabel("a", 0)
+    assert records.parse(b'{"id": "a", "x": {"f": 1}}', LIMIT) == Event("a", {"f": 1}, None, None)
+    assert records.parse(b'{"id": "a", "y": 0}', LIMIT) == LateLabel("a", 0)
 
 
 def test_extra_top_level_fields_are_ignored() -> None:
-    assert records.decode(b'{"id": "a", "x": {}, "entity": "card-1"}', LIMIT) == Event("a", {}, None, None)
+    assert records.parse(b'{"id": "a", "x": {}, "entity": "card-1"}', LIMIT) == Event("a", {}, None, None)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def test_extra_top_level_fields_are_ignored() -> None:
 )
 def test_bad_events_name_their_reason(raw: bytes | None, reason: str) -> None:
     with pytest.raises(BadEvent) as err:
-        records.decode(raw, LIMIT)
+        records.parse(raw, LIMIT)
     assert reason in str(err.value)
 
 
@@ -68,12 +68,12 @@ def test_nesting_deeper_than_the_stack_is_refused_not_raised() -> None:
     """orjson stops at 1,024 levels; the standard library's parser must not raise RecursionError."""
     deep = b'{"id": "a", "x": ' + b'{"f": ' * 10_000 + b"1" + b"}" * 10_001
     with pytest.raises(BadEvent, match="not JSON"):
-        records.decode(deep, records.Limits(max_event_bytes=1 << 20))
+        records.parse(deep, records.Limits(max_event_bytes=1 << 20))
 
 
 def test_the_bounds_admit_what_they_name() -> None:
     raw = b'{"id": "abcdefgh", "x": {"abcdefgh": "abcdefgh", "g": -1e6, "h": true, "i": 1}, "y": 1e6}'
-    assert records.decode(raw, LIMIT).y == 1e6
+    assert records.parse(raw, LIMIT).y == 1e6
 
 
 def test_predictions_encode_class_labels_as_keys() -> None:

@@ -39,7 +39,7 @@ def messages() -> list[bytes]:
 def feed(state: PartitionState, values: list[bytes], start: int) -> list[dict[str, object]]:
     predictions = []
     for offset, value in enumerate(values, start=start):
-        outcome = state.apply(offset, records.decode(value), float(offset))
+        outcome = state.apply(offset, records.parse(value), float(offset))
         assert not isinstance(outcome, DeadLetter | Gap | Poisoned), outcome
         if isinstance(outcome, Scored):
             predictions.append({**outcome.prediction, "model": outcome.version["name"]})

@@ -129,7 +129,7 @@ class Written:
     async def __call__(
         self, topic: str, partition: int, value: bytes, headers: list[tuple[str, bytes]]
     ) -> int:
-        event = records.decode(value)
+        event = records.parse(value)
         assert isinstance(event, records.Control)
         self.events.append((topic, partition, event, headers))
         state = self.states[partition]
