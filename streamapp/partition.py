@@ -68,6 +68,7 @@ class PartitionConfig:
 
 
 # -- what applying one message came to --------------------------------------------------------
+# Plain slotted dataclasses, not frozen ones: a frozen __init__ costs a microsecond per event.
 
 
 @dataclass(slots=True)
@@ -131,11 +132,12 @@ class Poisoned:
     reason: str
 
 
-# Not frozen: a frozen dataclass's __init__ costs a microsecond per event (object.__setattr__).
 Outcome = Scored | DeadLetter | Labelled | Controlled | Skipped | Gap | Poisoned
 
 
 class LearnFailed(Exception):
+    """A model raised half-way through learning: `apply` answers Poisoned."""
+
     def __init__(self, cause: Exception) -> None:
         super().__init__(f"model error: {type(cause).__name__}: {cause}")
 

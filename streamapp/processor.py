@@ -248,8 +248,8 @@ class Processor:
         elif isinstance(outcome, Skipped):
             return True
         elif isinstance(outcome, Gap):
-            if self.gaps.seek_to(tp, record.offset, state.offset + 1):
-                self._seek_back(tp, state.offset + 1)
+            if self.gaps.seek_to(tp, record.offset, outcome.expected):
+                self._seek_back(tp, outcome.expected)
             return True
         elif isinstance(outcome, Poisoned):
             self.rewind(state, tp, record.offset, outcome.reason)
