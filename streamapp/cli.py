@@ -13,7 +13,7 @@ import sys
 from streamapp import datasets
 from streamapp.settings import ConfigError, Settings, documented
 
-OWN_COMMANDS = ("produce", "create-topics", "settings")
+OWN_COMMANDS = ("produce", "create-topics", "settings", "replay")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
     commands.add_parser("create-topics", help="create the events, predictions and dead-letter topics")
     commands.add_parser("settings", help="print every STREAMAPP_* setting with its value")
+    replay = commands.add_parser(
+        "replay", help="reproduce past predictions from the snapshots and the log, and explain them"
+    )
+    replay.add_argument("--partition", type=int, required=True)
+    replay.add_argument(
+        "--offset", type=int, action="append", required=True, help="an event's offset; repeatable"
+    )
     return parser
 
 
@@ -51,6 +58,10 @@ def _run_own(argv: list[str]) -> int:
             value = getattr(settings, name[len("STREAMAPP_") :].lower())
             print(f"{name}={value}    # default {default!r}: {doc}")
         return 0
+    if args.command == "replay":
+        from streamapp.replay import run
+
+        return run(settings, args.partition, args.offset)
     if args.command == "create-topics":
         from streamapp.topics import create_topics
 
