@@ -19,15 +19,12 @@ import faust
 import orjson
 from faust.types import TP, StreamT, TableT, TopicT
 
-from streamapp import kafka_security, models, recovery, seam, web
+from streamapp import kafka_security, recovery, seam, web
 from streamapp.consumer import BatchApp
 from streamapp.outbox import Outbox
-from streamapp.partition import PartitionConfig
 from streamapp.processor import GapError, Outputs, Processor
 from streamapp.prometheus import serve_metrics
 from streamapp.settings import Settings
-from streamapp.signing import Signer
-from streamapp.snapshot_store import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -228,18 +225,12 @@ async def freeze_startup_objects() -> None:
 
 def create_app(settings: Settings) -> faust.App:
     """Build the app; resolving the models here makes a bad STREAMAPP_MODEL fail at start."""
-    signer = Signer.from_settings(settings)  # no key: stop here, with what to set
-    spec = models.resolve(settings.model, settings.task)
-    specs = (spec, *models.resolve_challengers(settings.challengers, spec))
     app = BatchApp(settings.app_id, **faust_options(settings))
     app.preflight = partial(kafka_security.preflight, settings)
     topics = declare_topics(app, settings)
     sources = recovery.SourcePartitions(app, source_filter(settings))
     table = TableSnapshots(app, topics.snapshots, sources)
-    config = PartitionConfig.from_settings(settings)
-    kept, max_bytes = settings.snapshots_kept, settings.max_snapshot_bytes
-    store = SnapshotStore(table, signer, kept, max_bytes, specs, config)
-    processor = Processor(settings, specs, store, kafka_outputs(app))
+    processor = Processor.from_settings(settings, table, kafka_outputs(app))
     subscribe(app, settings, topics.events, processor)
     outputs = (topics.predictions, topics.deadletters)
     rebalance = recovery.Rebalance(app, processor, sources, topics.snapshots, outputs)
@@ -250,5 +241,6 @@ def create_app(settings: Settings) -> faust.App:
     changelog = topics.snapshots.changelog_topic.get_topic_name()
     web.register(app, processor, settings, changelog, rebalance.lag, sources.source_topic)
     serve_metrics(app, processor, rebalance.lag)
+    spec = processor.store.specs[0]
     log.info("streamapp: model %s (%s), %d partitions", spec.name, spec.task, settings.partitions)
     return app

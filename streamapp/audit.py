@@ -21,10 +21,9 @@ from aiokafka import ConsumerRecord
 from faust.types import TP
 from river import compose
 
-from streamapp.partition import PartitionState, Scored
+from streamapp.partition import Gap, PartitionState, Scored
 from streamapp.processor import Processor
 from streamapp.records import Feature
-from streamapp.snapshot import SnapshotError
 
 TOP_CONTRIBUTIONS = 10
 
@@ -46,17 +45,10 @@ class Reproduced:
 def rebuilt_before(processor: Processor, partition: int, offset: int) -> tuple[PartitionState, str]:
     """The partition's state from its newest kept snapshot taken before `offset` that loads,
     else a new model that starts with the log."""
-    store = processor.store
-    for header, blob in store.kept_snapshots(partition):  # newest first
-        if header.offset >= offset:
-            continue
-        try:
-            _, state = store.load(partition, blob)
-        except SnapshotError:
-            continue
-        return state, f"snapshot #{header.seq} (offset {header.offset})"
-    state = PartitionState(partition, processor.specs[0], processor.config, processor.specs[1:])
-    return state, "the start of the log"
+    state = processor.store.restore(partition, before=offset)
+    if state is None:
+        return processor.store.fresh(partition), "the start of the log"
+    return state, f"snapshot #{state.runtime.snapshot_seq} (offset {state.offset})"
 
 
 def reproduce(processor: Processor, tp: TP, offset: int, log: Iterable[ConsumerRecord]) -> Reproduced:
@@ -71,6 +63,8 @@ def reproduce(processor: Processor, tp: TP, offset: int, log: Iterable[ConsumerR
             break
         at = record.timestamp / 1000
         outcome = state.apply(record.offset, processor.read(tp, record, at), at, rollback_source)
+        if isinstance(outcome, Gap):
+            raise NotReproducible(f"the log given lacks offsets {outcome.expected}..{record.offset - 1}")
         if record.offset != offset:
             continue
         if not isinstance(outcome, Scored):

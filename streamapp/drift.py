@@ -23,12 +23,10 @@ KEEP = 10  # detections kept with their offset and time
 class DriftMonitor:
     """One partition's drift detector; pickled with the partition state, so replay is exact."""
 
-    rises = 0  # class-level too: monitors pickled before directions were kept lack them
-    rose = False
-
     def __init__(self) -> None:
         self.detector = drift.ADWIN()
         self.detections = 0
+        self.rises = 0  # detections where the error rose
         self.recent: list[tuple[int, float, str]] = []  # (offset, wall clock, "rise"/"fall")
         self.rose = False  # the last detection was a rise of the error
 

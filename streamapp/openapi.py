@@ -50,6 +50,11 @@ NO_READ = Answer("The read token is required and missing or wrong.", headers=("W
 NO_API = Answer("The API token is missing or wrong.", headers=("WWW-Authenticate",))
 BAD_QUERY = Answer("A query parameter the endpoint does not take, or a malformed one.")
 TOO_LARGE = Answer(f"The body is over {MAX_BODY_BYTES} bytes.")
+#: the answers of a change (promote, rollback) written as a control event into a partition's log
+APPLIED = Answer("Written into the partition's log and applied.", "Change")
+NOT_YET_APPLIED = Answer("Written, not applied within 30 s.", "Change")
+CHANGES_OFF = Answer("No STREAMAPP_API_TOKEN is configured: changes are off.")
+REFUSED = Answer("Refused when applied (the outcome says why).", "Change")
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/", OPEN, "The live dashboard (one self-contained HTML page)",
@@ -94,24 +99,24 @@ OPERATIONS: tuple[Operation, ...] = (
               ("partition", "seq"), operation_id="snapshot"),
     Operation("post", "/models/{partition}/promote", CHANGE,
               "Make another of the partition's models the champion",
-              {200: Answer("Written into the partition's log and applied.", "Change"),
-               202: Answer("Written, not applied within 30 s.", "Change"),
+              {200: APPLIED,
+               202: NOT_YET_APPLIED,
                400: BAD_BODY,
                401: NO_API,
-               403: Answer("No STREAMAPP_API_TOKEN is configured: changes are off."),
+               403: CHANGES_OFF,
                404: Answer("No such partition, or the partition has no such model."),
-               409: Answer("Refused when applied (the outcome says why).", "Change"),
+               409: REFUSED,
                413: TOO_LARGE, 503: NO_OWNER},
               ("partition",), "Promote", operation_id="promote"),
     Operation("post", "/models/{partition}/rollback", CHANGE,
               "Return the partition's models to a kept snapshot",
-              {200: Answer("Written into the partition's log and applied.", "Change"),
-               202: Answer("Written, not applied within 30 s.", "Change"),
+              {200: APPLIED,
+               202: NOT_YET_APPLIED,
                400: BAD_BODY,
                401: NO_API,
-               403: Answer("No STREAMAPP_API_TOKEN is configured: changes are off."),
+               403: CHANGES_OFF,
                404: Answer("No such partition, or it keeps no such snapshot."),
-               409: Answer("Refused when applied (the outcome says why).", "Change"),
+               409: REFUSED,
                413: TOO_LARGE,
                429: Answer("The partition was rolled back less than STREAMAPP_ROLLBACK_MIN_INTERVAL ago.",
                            headers=("Retry-After",)),
@@ -123,7 +128,7 @@ OPERATIONS: tuple[Operation, ...] = (
                207: Answer("A mix of outcomes: see each partition's `status`.", "Everywhere"),
                400: BAD_BODY,
                401: NO_API,
-               403: Answer("No STREAMAPP_API_TOKEN is configured: changes are off."),
+               403: CHANGES_OFF,
                404: Answer("No partition has the model (each partition's answer is in `partitions`).",
                            "EverywhereError"),
                409: Answer("Every partition refused it (each partition's answer is in `partitions`).",

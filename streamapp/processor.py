@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from aiokafka import ConsumerRecord
 from faust.types import TP
 
-from streamapp import control, records
+from streamapp import control, models, records
 from streamapp.histogram import Histogram
-from streamapp.models import ModelSpec
 from streamapp.outbox import Outbox
 from streamapp.partition import (
     Controlled,
@@ -38,8 +37,9 @@ from streamapp.partition import (
 from streamapp.prediction import Times, prediction_record
 from streamapp.records import BadEvent, Control, Limits
 from streamapp.settings import Settings
+from streamapp.signing import Signer
 from streamapp.snapshot import Header
-from streamapp.snapshot_store import SnapshotStore
+from streamapp.snapshot_store import SnapshotStore, SnapshotTable
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,8 @@ class GapWatch:
 class Processor:
     """Owns the in-memory partition states of one worker; the web views only read them."""
 
-    def __init__(
-        self, settings: Settings, specs: Sequence[ModelSpec], store: SnapshotStore, outputs: Outputs
-    ) -> None:
+    def __init__(self, settings: Settings, store: SnapshotStore, outputs: Outputs) -> None:
         self.settings = settings
-        self.specs = tuple(specs)  # the champion first, then the challengers
-        self.config = PartitionConfig.from_settings(settings)
         self.store = store
         self._rollback_source = store.rollback_source
         self.outputs = outputs
@@ -161,6 +157,17 @@ class Processor:
         #: replay after a rewind reaches them (see rewind)
         self.poisoned: dict[int, dict[int, str]] = {}
         self._seeks: set[asyncio.Future[None]] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, table: SnapshotTable, outputs: Outputs) -> Processor:
+        """The worker's processor: resolving the models here makes a bad STREAMAPP_MODEL (or a
+        missing STREAMAPP_SIGNING_KEY) fail at start, with what to set."""
+        signer = Signer.from_settings(settings)
+        spec = models.resolve(settings.model, settings.task)
+        specs = (spec, *models.resolve_challengers(settings.challengers, spec))
+        config = PartitionConfig.from_settings(settings)
+        kept, max_bytes = settings.snapshots_kept, settings.max_snapshot_bytes
+        return cls(settings, SnapshotStore(table, signer, kept, max_bytes, specs, config), outputs)
 
     # -- partition ownership ---------------------------------------------------------------------
 
@@ -191,8 +198,8 @@ class Processor:
             return state, "memory"
         restored = self.store.restore(partition)
         if restored is None:
-            log.info("partition %d: no usable snapshot, new %s model", partition, self.specs[0].name)
-            state, source = self._fresh(partition), "new"
+            log.info("partition %d: no usable snapshot, new %s model", partition, self.store.specs[0].name)
+            state, source = self.store.fresh(partition), "new"
         else:
             state, source = restored, "snapshot"
         self.states[partition] = state
@@ -200,11 +207,8 @@ class Processor:
 
     def new_state(self, partition: int) -> PartitionState:
         """Replace whatever this partition had with a new model."""
-        state = self.states[partition] = self._fresh(partition)
+        state = self.states[partition] = self.store.fresh(partition)
         return state
-
-    def _fresh(self, partition: int) -> PartitionState:
-        return PartitionState(partition, self.specs[0], self.config, self.specs[1:])
 
     def kept_headers(self, partition: int) -> list[Header]:
         return self.store.kept_headers(partition)

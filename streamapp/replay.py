@@ -16,13 +16,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faust.types import TP
 
-from streamapp import audit, kafka_security, models, records
-from streamapp.partition import PartitionConfig
+from streamapp import audit, kafka_security, records
 from streamapp.prediction import Times, prediction_record
 from streamapp.processor import Outputs, Processor
 from streamapp.settings import Settings
-from streamapp.signing import Signer
-from streamapp.snapshot_store import MemoryTable, SnapshotStore
+from streamapp.snapshot_store import MemoryTable
 
 #: the fields of a prediction record a replay must repeat (timings and flags describe the run)
 DECISION = ("class", "proba", "value", "score", "alert")
@@ -56,16 +54,6 @@ async def _nothing(*args: object) -> None:
     return None
 
 
-def offline_processor(settings: Settings, table: MemoryTable) -> Processor:
-    """The worker's Processor over a copy of the snapshot table, with no outputs."""
-    spec = models.resolve(settings.model, settings.task)
-    specs = (spec, *models.resolve_challengers(settings.challengers, spec))
-    config = PartitionConfig.from_settings(settings)
-    signer = Signer.from_settings(settings)
-    store = SnapshotStore(table, signer, settings.snapshots_kept, settings.max_snapshot_bytes, specs, config)
-    return Processor(settings, specs, store, Outputs(_nothing, _nothing, _nothing, _nothing))  # type: ignore[arg-type]
-
-
 def compare(replayed: dict[str, Any], recorded: dict[str, Any] | None) -> list[str]:
     """What differs between the replayed prediction record and the recorded one (empty: equal)."""
     if recorded is None:
@@ -89,10 +77,12 @@ async def replay(settings: Settings, partition: int, offsets: Sequence[int]) -> 
                 table.pop(key, None)
             else:
                 table[key] = record.value
-    processor = offline_processor(settings, table)
+    no_outputs = Outputs(_nothing, _nothing, _nothing, _nothing)  # type: ignore[arg-type]
+    processor = Processor.from_settings(settings, table, no_outputs)
     source = TP(settings.events_topic, partition)
-    state, _ = audit.rebuilt_before(processor, partition, min(offsets))
-    log = await read_partition(settings, source.topic, partition, start=max(state.offset + 1, 0))
+    # From the oldest kept snapshot before the first offset asked: a newer one may not load.
+    before = [h.offset for h in processor.kept_headers(partition) if h.offset < min(offsets)]
+    log = await read_partition(settings, source.topic, partition, start=min(before, default=-1) + 1)
     recorded: dict[int, dict[str, Any]] = {}
     for record in await read_partition(settings, settings.predictions_topic, partition):
         doc = orjson.loads(record.value)

@@ -61,7 +61,10 @@ def from_format_2(old: Format2State) -> PartitionState:
     for contender in learned["contenders"]:
         contender.task = task
         vars(contender.metrics).pop("task", None)  # metrics and detectors no longer need it
-        vars(contender.drift).pop("task", None)
+        drift = vars(contender.drift)
+        drift.pop("task", None)
+        drift.setdefault("rises", 0)  # monitors from before directions were kept
+        drift.setdefault("rose", False)
     schema = LearnedSchema()
     schema.feature_kinds = fields.get("feature_kinds", {})
     schema.labels_kind = fields.get("labels_kind")

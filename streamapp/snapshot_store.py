@@ -114,11 +114,18 @@ class SnapshotStore:
         state.configure(self.config, self.specs)
         return header, state
 
-    def restore(self, partition: int) -> PartitionState | None:
+    def fresh(self, partition: int) -> PartitionState:
+        """A new model for the partition, as configured."""
+        return PartitionState(partition, self.specs[0], self.config, self.specs[1:])
+
+    def restore(self, partition: int, before: int | None = None) -> PartitionState | None:
         """The newest kept snapshot that verifies and decodes (an older one when the newest is
-        damaged or refused: replay from its offset is just as exact); None: start a new model."""
+        damaged or refused: replay from its offset is just as exact); None: start a new model.
+        `before`: only snapshots of offsets below it (an audit rebuilding a past decision)."""
         configured = {s.name for s in self.specs}
         for header, blob in self.kept_snapshots(partition):
+            if before is not None and header.offset >= before:
+                continue
             if not configured & set(header.models):
                 log.error(
                     "partition %d: snapshot #%d holds models %s, none of them configured "

@@ -16,12 +16,9 @@ import orjson
 from aiokafka import ConsumerRecord
 from faust.types import TP
 
-from streamapp import models
-from streamapp.partition import PartitionConfig
 from streamapp.processor import Outputs, Processor
 from streamapp.settings import Settings
-from streamapp.signing import Signer
-from streamapp.snapshot_store import MemoryTable, SnapshotStore
+from streamapp.snapshot_store import MemoryTable
 from tests import TEST_SIGNING_KEY
 
 TOPIC = "events"
@@ -35,15 +32,8 @@ def build_processor(table: MemoryTable, outputs: Outputs | None = None, **settin
     """The worker's Processor over an in-memory snapshot table, with STREAMAPP_<NAME> settings."""
     env = {"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY}
     env.update({f"STREAMAPP_{k.upper()}": v for k, v in settings.items()})
-    config = Settings.from_env(env)
-    spec = models.resolve(config.model, config.task)
-    specs = (spec, *models.resolve_challengers(config.challengers, spec))
-    signer = Signer.from_settings(config)
-    partition_config = PartitionConfig.from_settings(config)
-    store = SnapshotStore(
-        table, signer, config.snapshots_kept, config.max_snapshot_bytes, specs, partition_config
-    )
-    return Processor(config, specs, store, outputs or Outputs(nothing, nothing, nothing, nothing))  # type: ignore[arg-type]
+    no_outputs = Outputs(nothing, nothing, nothing, nothing)  # type: ignore[arg-type]
+    return Processor.from_settings(Settings.from_env(env), table, outputs or no_outputs)
 
 
 class _Outbox:
