@@ -4,7 +4,8 @@
   page itself, which asks for the read token when its data needs one).
 * READ: scoring and model internals. Open unless STREAMAPP_READ_TOKEN is set; then either token
   (read or API) is accepted.
-* CHANGE: promotions, rollbacks, snapshot downloads: the API token (STREAMAPP_API_TOKEN); refused
+* CHANGE: promotions, rollbacks, snapshot downloads, explanations of past decisions (they show
+  a past event's features, the data of the log): the API token (STREAMAPP_API_TOKEN); refused
   with 403 while none is configured, so a forgotten token never leaves them open.
 
 A request signed by another worker (streamapp/peers.py) passes READ and CHANGE in place of a

@@ -8,7 +8,8 @@ the records after it up to O through the worker's own path (`Processor.read`, th
 no snapshot taken between the restored one and O is still kept: how many snapshots a worker took
 depends on wall-clock time, not on the log.
 
-The command and the web view that read the topics (issue 13, item 2) build on this module.
+`streamapp replay` and the web view `GET /models/{partition}/explain` read the topics for it
+(streamapp/replay.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ TOP_CONTRIBUTIONS = 10
 
 class NotReproducible(Exception):
     """The decision cannot be rebuilt (the log lacks records, the offset holds no event)."""
+
+
+class OutOfRange(NotReproducible):
+    """The offset is not in the partition's log: beyond its end, or before its start."""
+
+
+class NotScored(NotReproducible):
+    """The offset holds a record that was not scored: a late label, a control event, a dead letter."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +65,12 @@ def reproduce(processor: Processor, tp: TP, offset: int, log: Iterable[ConsumerR
     records in offset order, from before the rebuilt state's offset on)."""
     state, source = rebuilt_before(processor, tp.partition, offset)
     rollback_source = processor.store.rollback_source
+    missing = f"the log of partition {tp.partition} holds no offset {offset}"
     for record in log:
         if record.offset <= state.offset:
             continue
-        if record.offset > offset:
-            break
+        if record.offset > offset:  # the log skips it: retention deleted it, or compaction
+            raise OutOfRange(f"{missing} (the next one it holds is {record.offset})")
         at = record.timestamp / 1000
         outcome = state.apply(record.offset, processor.read(tp, record, at), at, rollback_source)
         if isinstance(outcome, Gap):
@@ -68,11 +78,11 @@ def reproduce(processor: Processor, tp: TP, offset: int, log: Iterable[ConsumerR
         if record.offset != offset:
             continue
         if not isinstance(outcome, Scored):
-            raise NotReproducible(
-                f"offset {offset} of partition {tp.partition} is no scored event: {outcome}"
-            )
+            raise NotScored(f"offset {offset} of partition {tp.partition} is no scored event: {outcome}")
         return Reproduced(offset, source, outcome, explain(state.model, outcome.event.x))
-    raise NotReproducible(f"the log of partition {tp.partition} ends before offset {offset}")
+    if state.offset < 0:  # not one record read: the log starts after the offset
+        raise OutOfRange(f"{missing} (retention deleted it, or it was never written)")
+    raise OutOfRange(f"the log of partition {tp.partition} ends before offset {offset}")
 
 
 def explain(model: Any, x: dict[str, Feature]) -> dict[str, Any]:
@@ -92,5 +102,8 @@ def explain(model: Any, x: dict[str, Feature]) -> dict[str, Any]:
             "top": [{"feature": name, "contribution": float(value)} for name, value in top],
         }
     if hasattr(last, "debug_one"):
-        return {"kind": "decision path", "text": model.debug_one(x)}
+        path = model.debug_one(x)
+        if path is None:  # a tree that has not learned yet: no path to follow
+            return {"kind": "none", "why": f"{type(last).__name__} has learned nothing yet"}
+        return {"kind": "decision path", "text": path}
     return {"kind": "none", "why": f"{type(last).__name__} explains no single decision"}

@@ -97,6 +97,19 @@ OPERATIONS: tuple[Operation, ...] = (
                403: Answer("No STREAMAPP_API_TOKEN is configured: downloads are off."),
                404: Answer("No such partition, or it keeps no such snapshot."), 503: NO_OWNER},
               ("partition", "seq"), operation_id="snapshot"),
+    Operation("get", "/models/{partition}/explain", CHANGE,
+              "Reproduce and explain a past decision, as `streamapp replay` does",
+              {200: Answer("The replayed decision, its prediction records, whether they are equal, and why.",
+                           "Explanation"),
+               400: Answer("`offset` is missing or not a number."),
+               401: NO_API,
+               403: Answer("No STREAMAPP_API_TOKEN is configured: explanations are off."),
+               404: Answer("No such partition, or no such offset in its log."),
+               422: Answer("The offset holds no scored event, or its replay is not possible (or not "
+                           "within the bounds of this view)."),
+               429: Answer("This worker is explaining another decision.", headers=("Retry-After",)),
+               503: NO_OWNER},
+              ("partition", "offset"), operation_id="explain"),
     Operation("post", "/models/{partition}/promote", CHANGE,
               "Make another of the partition's models the champion",
               {200: APPLIED,
@@ -155,7 +168,7 @@ OPERATIONS: tuple[Operation, ...] = (
 )  # fmt: skip
 
 #: the query parameters of the table (the others are path parameters); any other is refused
-QUERY_PARAMETERS = frozenset({"seq"})
+QUERY_PARAMETERS = frozenset({"seq", "offset"})
 _BY_ROUTE = {(op.method, op.path): op for op in OPERATIONS}
 PATHS = frozenset(op.path for op in OPERATIONS)
 
@@ -251,6 +264,18 @@ _SCHEMAS_BEFORE: dict[str, Any] = {
     "Snapshots": _object(
         ["partition", "snapshots"], partition=INTEGER, snapshots=_array(_object(["seq", "offset"]))
     ),
+    "Explanation": _object(
+        ["partition", "offset", "rebuilt_from", "replayed", "recorded", "copies", "equal", "differences"],
+        partition=INTEGER,
+        offset=INTEGER,
+        rebuilt_from=STRING,
+        replayed=OBJECT,
+        recorded={"type": "object", "nullable": True},
+        copies=INTEGER,
+        equal=BOOLEAN,
+        differences=_array(STRING),
+        explanation=_object(["kind"], kind=STRING),
+    ),
     "Change": _object(
         ["partition", "offset", "outcome"], partition=INTEGER, offset=INTEGER, outcome=STRING, model=_VERSION
     ),
@@ -302,6 +327,13 @@ _SEQ = {
     "description": "A kept snapshot's number; without it, the newest.",
     "schema": SNAPSHOT_NUMBER,
 }
+_OFFSET = {
+    "name": "offset",
+    "in": "query",
+    "required": True,
+    "description": "The offset of a scored event in the partition's log.",
+    "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+}
 _SECURITY_SCHEMES = {
     "readToken": {
         "type": "http",
@@ -311,7 +343,7 @@ _SECURITY_SCHEMES = {
     "apiToken": {
         "type": "http",
         "scheme": "bearer",
-        "description": "STREAMAPP_API_TOKEN: changes and snapshot downloads (and reads).",
+        "description": "STREAMAPP_API_TOKEN: changes, snapshot downloads, explanations (and reads).",
     },
 }
 
@@ -352,7 +384,8 @@ def _operation(op: Operation, settings: Settings) -> dict[str, Any]:
         },
     }
     if op.parameters:
-        entry["parameters"] = [{"partition": partition, "seq": _SEQ}[name] for name in op.parameters]
+        named = {"partition": partition, "seq": _SEQ, "offset": _OFFSET}
+        entry["parameters"] = [named[name] for name in op.parameters]
     if op.body:
         entry["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(op.body)}}}
     return entry

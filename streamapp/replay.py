@@ -1,57 +1,239 @@
-"""`streamapp replay --partition P --offset O`: reproduce past decisions from Kafka alone.
+"""Reproduce past decisions from Kafka alone: `streamapp replay --partition P --offset O` and the
+web view `GET /models/{partition}/explain?offset=O` (streamapp/web/explain.py) run this pipeline.
 
-Reads, independently of any worker, partition P's kept snapshots (the snapshot changelog topic),
-its events from the snapshot chosen (audit.rebuilt_before) up to O, and the prediction records
-written for P; replays each asked offset (audit.reproduce) and says whether the decision equals
-the recorded one. Exit status: 0 all equal, 1 a decision differs or was never recorded.
+For partition P: its kept snapshots (the command reads them from the snapshot changelog topic, the
+view from its owner's table), its events from the oldest kept snapshot before the first offset
+asked up to the last one, and every copy of the prediction records of the offsets asked; each
+offset is replayed (audit.reproduce) and compared with its records. All is read with
+isolation_level=read_committed: a record of an aborted transaction is no prediction.
+
+A worker that failed (a SIGKILL, a rebalance) writes the predictions of the events it replays a
+second time, marked "replayed": true. The report compares the replay with the first copy written,
+the decision as it was first made and acted upon, and then every later copy with the replay too:
+a copy that differs is a difference like any other.
+
+Exit status of the command: 0 all equal, 1 a decision differs or was never recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+import math
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faust.types import TP
 
-from streamapp import audit, kafka_security, records
+from streamapp import audit, kafka_security, records, snapshot
 from streamapp.prediction import Times, prediction_record
 from streamapp.processor import Outputs, Processor
 from streamapp.settings import Settings
-from streamapp.snapshot_store import MemoryTable
+from streamapp.snapshot_store import MemoryTable, snapshot_key
 
 #: the fields of a prediction record a replay must repeat (timings and flags describe the run)
 DECISION = ("class", "proba", "value", "score", "alert")
+#: how long before its event's record time a prediction record is looked for: the clock skew
+#: between the producers and the workers this tolerates
+CLOCK_SKEW_MS = 15 * 60 * 1000
+
+Report = dict[str, Any]
+T = TypeVar("T")
 
 
-async def read_partition(
-    settings: Settings, topic: str, partition: int, start: int = 0
-) -> list[ConsumerRecord]:
-    """The records of one topic partition from `start` to its end, read without a group."""
+class TooFar(Exception):
+    """More to read and replay than the bounds allow."""
+
+
+class OutOfTime(Exception):
+    """The replay passed its deadline."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What one replay may read and compute, and how it shares the process: the command has no
+    bounds, the web view runs in a worker's thread within its own."""
+
+    #: events read and replayed, from the oldest kept snapshot before the offset up to it
+    events: int | None = None
+    #: bytes of those events
+    log_bytes: int | None = None
+    #: prediction records read from the first event's time on (copies written later are not seen)
+    predictions: int | None = None
+    #: time.monotonic() by which the replay gives up (OutOfTime)
+    deadline: float | None = None
+    #: seconds of work after which the replay lets the process's other threads run: in a thread,
+    #: it would hold the GIL for up to the switch interval (5 ms) each time the worker's event
+    #: loop waits for it, many times per turn of the loop
+    pause_every: float | None = None
+
+    def start(self, headers: Iterable[snapshot.Header], offsets: Sequence[int], partition: int) -> int:
+        """Where the log is read from: after the oldest kept snapshot taken before the first
+        offset (a newer one may not load), else from its start; TooFar when that is more events
+        before the last offset than the bounds allow."""
+        before = [h.offset for h in headers if h.offset < min(offsets)]
+        start = min(before, default=-1) + 1
+        if self.events is not None and max(offsets) - start + 1 > self.events:
+            raise TooFar(
+                f"offset {max(offsets)} of partition {partition} is {max(offsets) - start + 1} events "
+                f"after where its replay starts (offset {start}, after the oldest kept snapshot "
+                f"before it); at most {self.events} here: `streamapp replay` has no such bound"
+            )
+        return start
+
+    def pace(self) -> Callable[[], None]:
+        """A step to take per piece of work: it raises OutOfTime past the deadline, and pauses
+        once `pause_every` seconds of work have passed since its last pause."""
+        deadline = math.inf if self.deadline is None else self.deadline
+        pause_every = math.inf if self.pause_every is None else self.pause_every
+        worked_since = time.monotonic()
+
+        def step() -> None:
+            nonlocal worked_since
+            now = time.monotonic()
+            if now > deadline:
+                raise OutOfTime("the replay passed its deadline")
+            if now - worked_since > pause_every:
+                time.sleep(0)  # releases the GIL: a thread waiting for it takes it now
+                worked_since = time.monotonic()
+
+        return step
+
+    def paced(self, items: Iterable[T]) -> Iterator[T]:
+        """`items`, a step (`pace`) before each."""
+        step = self.pace()
+        for item in items:
+            step()
+            yield item
+
+
+UNBOUNDED = Bounds()
+
+
+async def each_record(
+    settings: Settings,
+    topic: str,
+    partition: int,
+    start: int = 0,
+    stop: int | None = None,
+    since_ms: int | None = None,
+) -> AsyncGenerator[ConsumerRecord, None]:
+    """The committed records of one topic partition, read without a group: from `start` (or the
+    first one of record time `since_ms` or later) up to `stop` (default: its end)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka_security.bootstrap_servers(settings.broker),
         enable_auto_commit=False,
+        auto_offset_reset="earliest",  # from a start that retention deleted: the log's first record
+        isolation_level="read_committed",  # a record of an aborted transaction never counts
         **kafka_security.aiokafka_auth(settings),
     )
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset, read_committed
+        if stop is not None:
+            end = min(end, stop)
+        if since_ms is not None:
+            found_at = (await consumer.offsets_for_times({tp: since_ms}))[tp]
+            start = end if found_at is None else found_at.offset
         consumer.seek(tp, start)
-        found: list[ConsumerRecord] = []
         while await consumer.position(tp) < end:
             for batch in (await consumer.getmany(tp, timeout_ms=1000)).values():
-                found.extend(r for r in batch if r.offset < end)
-        return found
+                for record in batch:
+                    if record.offset < end:
+                        yield record
     finally:
         await consumer.stop()
 
 
+async def read_partition(settings: Settings, topic: str, partition: int) -> list[ConsumerRecord]:
+    """Every committed record of one topic partition."""
+    async with aclosing(each_record(settings, topic, partition)) as records_read:
+        return [record async for record in records_read]
+
+
 async def _nothing(*args: object) -> None:
     return None
+
+
+def changelog_table(changelog: Iterable[ConsumerRecord]) -> MemoryTable:
+    """The snapshot table as the records of its changelog partition leave it."""
+    table = MemoryTable()
+    for record in changelog:
+        key = orjson.loads(record.key) if record.key else None
+        if isinstance(key, str):
+            if record.value is None:
+                table.pop(key, None)
+            else:
+                table[key] = record.value
+    return table
+
+
+def kept_table(partition: int, kept: Iterable[tuple[snapshot.Header, bytes]], slots: int) -> MemoryTable:
+    """A snapshot table holding a worker's kept snapshots of `partition`, in their slots."""
+    return MemoryTable({snapshot_key(partition, header.seq, slots): blob for header, blob in kept})
+
+
+def processor_over(settings: Settings, table: MemoryTable) -> Processor:
+    """The worker's processor over `table`, with no outputs: it only replays."""
+    no_outputs = Outputs(_nothing, _nothing, _nothing, _nothing)  # type: ignore[arg-type]
+    return Processor.from_settings(settings, table, no_outputs)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the topics hold for a replay: the events, and every copy of the prediction records
+    of the offsets asked, in the order written."""
+
+    log: list[ConsumerRecord]
+    recorded: dict[int, list[dict[str, Any]]]
+
+
+async def gather(
+    settings: Settings, source: TP, offsets: Sequence[int], start: int, bounds: Bounds
+) -> Evidence:
+    """The events from `start` up to the last offset, and the prediction records written from
+    the first asked event's record time (less CLOCK_SKEW_MS) on."""
+    log: list[ConsumerRecord] = []
+    size = 0
+    async with aclosing(
+        each_record(settings, source.topic, source.partition, start, max(offsets) + 1)
+    ) as events:
+        async for record in events:
+            size += len(record.value or b"")
+            if bounds.log_bytes is not None and size > bounds.log_bytes:
+                raise TooFar(
+                    f"the events of partition {source.partition} from offset {start} up to "
+                    f"{max(offsets)} are over {bounds.log_bytes} bytes, the most read here: "
+                    "`streamapp replay` has no such bound"
+                )
+            log.append(record)
+    asked = set(offsets)
+    times = [r.timestamp for r in log if r.offset in asked]
+    recorded: dict[int, list[dict[str, Any]]] = {}
+    if not times:  # none of them is in the log: no record to look for
+        return Evidence(log, recorded)
+    since_ms = max(0, min(times) - CLOCK_SKEW_MS)
+    predictions_topic = settings.predictions_topic
+    step = bounds.pace()
+    async with aclosing(
+        each_record(settings, predictions_topic, source.partition, since_ms=since_ms)
+    ) as written:
+        read = 0
+        async for record in written:
+            read += 1
+            if bounds.predictions is not None and read > bounds.predictions:
+                break
+            step()
+            doc = orjson.loads(record.value)
+            if isinstance(doc, dict) and doc.get("offset") in asked:
+                recorded.setdefault(doc["offset"], []).append(doc)
+    return Evidence(log, recorded)
 
 
 def compare(replayed: dict[str, Any], recorded: dict[str, Any] | None) -> list[str]:
@@ -66,56 +248,76 @@ def compare(replayed: dict[str, Any], recorded: dict[str, Any] | None) -> list[s
     return diffs
 
 
-async def replay(settings: Settings, partition: int, offsets: Sequence[int]) -> list[dict[str, Any]]:
-    """One report per offset: the replayed decision, the recorded one, what differs, why."""
-    changelog = f"{settings.app_id}-snapshots-changelog"
-    table = MemoryTable()
-    for record in await read_partition(settings, changelog, partition):
-        key = orjson.loads(record.key) if record.key else None
-        if isinstance(key, str):
-            if record.value is None:
-                table.pop(key, None)
-            else:
-                table[key] = record.value
-    no_outputs = Outputs(_nothing, _nothing, _nothing, _nothing)  # type: ignore[arg-type]
-    processor = Processor.from_settings(settings, table, no_outputs)
-    source = TP(settings.events_topic, partition)
-    # From the oldest kept snapshot before the first offset asked: a newer one may not load.
-    before = [h.offset for h in processor.kept_headers(partition) if h.offset < min(offsets)]
-    log = await read_partition(settings, source.topic, partition, start=min(before, default=-1) + 1)
-    recorded: dict[int, dict[str, Any]] = {}
-    for record in await read_partition(settings, settings.predictions_topic, partition):
-        doc = orjson.loads(record.value)
-        recorded[doc["offset"]] = doc  # the last copy written wins, as downstream would see it
-    reports = []
+def compare_copies(replayed: dict[str, Any], copies: Sequence[dict[str, Any]]) -> list[str]:
+    """What differs between the replay and the first copy recorded, then each later copy."""
+    diffs = compare(replayed, copies[0] if copies else None)
+    for number, copy in enumerate(copies[1:], start=2):
+        which = f"copy {number} of {len(copies)}{' (replayed)' if copy.get('replayed') else ''}"
+        diffs.extend(f"{which}: {diff}" for diff in compare(replayed, copy))
+    return diffs
+
+
+def report(
+    processor: Processor, source: TP, offset: int, evidence: Evidence, settings: Settings, bounds: Bounds
+) -> Report:
+    """One offset's report: the replayed decision, the recorded one, what differs, why.
+    Raises audit.NotReproducible (and OutOfTime)."""
+    again = audit.reproduce(processor, source, offset, bounds.paced(evidence.log))
+    threshold = settings.anomaly_threshold
+    built = prediction_record(again.scored, None, source.partition, offset, Times(0.0, 0.0, 0.0), threshold)
+    doc = orjson.loads(records.encode(built))
+    del doc["timings"]  # the replay's own: they say nothing of the decision, and vary
+    copies = evidence.recorded.get(offset, [])
+    diffs = compare_copies(doc, copies)
+    return {
+        "partition": source.partition,
+        "offset": offset,
+        "rebuilt_from": again.source,
+        "replayed": doc,
+        "recorded": copies[0] if copies else None,
+        "copies": len(copies),
+        "equal": not diffs,
+        "differences": diffs,
+        "explanation": again.explanation,
+    }
+
+
+async def replay_partition(
+    settings: Settings, table: MemoryTable, source: TP, offsets: Sequence[int], bounds: Bounds = UNBOUNDED
+) -> list[Report | audit.NotReproducible]:
+    """Each asked offset's report, in offset order, or why it cannot be reproduced. Raises
+    TooFar before reading when the bounds do not allow the replay, OutOfTime after its deadline."""
+    processor = processor_over(settings, table)
+    start = bounds.start(processor.kept_headers(source.partition), offsets, source.partition)
+    evidence = await gather(settings, source, offsets, start, bounds)
+    out: list[Report | audit.NotReproducible] = []
     for offset in sorted(offsets):
         try:
-            again = audit.reproduce(processor, source, offset, log)
+            out.append(report(processor, source, offset, evidence, settings, bounds))
         except audit.NotReproducible as exc:
-            reports.append({"partition": partition, "offset": offset, "error": str(exc), "equal": False})
-            continue
-        scored = again.scored
-        threshold = settings.anomaly_threshold
-        built = prediction_record(scored, None, partition, offset, Times(0.0, 0.0, 0.0), threshold)
-        doc = orjson.loads(records.encode(built))
-        diffs = compare(doc, recorded.get(offset))
-        reports.append(
-            {
-                "partition": partition,
-                "offset": offset,
-                "rebuilt_from": again.source,
-                "replayed": doc,
-                "recorded": recorded.get(offset),
-                "equal": not diffs,
-                "differences": diffs,
-                "explanation": again.explanation,
-            }
-        )
-    return reports
+            out.append(exc)
+    return out
+
+
+def failed(partition: int, offset: int, why: audit.NotReproducible) -> Report:
+    """The report of an offset that cannot be reproduced."""
+    return {"partition": partition, "offset": offset, "error": str(why), "equal": False}
+
+
+async def replay(settings: Settings, partition: int, offsets: Sequence[int]) -> list[Report]:
+    """One report per offset, in offset order, the snapshots read from the changelog topic."""
+    changelog = f"{settings.app_id}-snapshots-changelog"
+    table = changelog_table(await read_partition(settings, changelog, partition))
+    source = TP(settings.events_topic, partition)
+    outcomes = await replay_partition(settings, table, source, offsets)
+    return [
+        failed(partition, offset, outcome) if isinstance(outcome, audit.NotReproducible) else outcome
+        for offset, outcome in zip(sorted(offsets), outcomes, strict=True)
+    ]
 
 
 def run(settings: Settings, partition: int, offsets: Sequence[int]) -> int:
     reports = asyncio.run(replay(settings, partition, offsets))
-    for report in reports:
-        print(orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS).decode())
+    for one in reports:
+        print(orjson.dumps(one, option=orjson.OPT_NON_STR_KEYS).decode())
     return 0 if all(r["equal"] for r in reports) else 1

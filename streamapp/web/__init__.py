@@ -7,7 +7,8 @@ middleware.py first (routes, access levels, JSON errors).
 
 Modules, by resource: models.py (/models, /models/local, /models/{partition}), snapshots.py,
 changes.py (promote, rollback, /promote), scoring.py (/predict, /models/{partition}/predict),
-probes.py (/health, /ready, /openapi.json), dashboard.py (/).
+explain.py (/models/{partition}/explain), probes.py (/health, /ready, /openapi.json),
+dashboard.py (/).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from streamapp.settings import Settings
 from streamapp.web.changes import Promote, PromoteEverywhere, Rollback
 from streamapp.web.context import CONTEXT, Serving, WebContext
 from streamapp.web.dashboard import Dashboard
+from streamapp.web.explain import Explain
 from streamapp.web.middleware import guard, protocol_error
 from streamapp.web.models import LocalModels, Model, Models
 from streamapp.web.probes import Health, OpenAPI, Ready, readiness
@@ -42,6 +44,7 @@ VIEWS: tuple[tuple[str, type[View]], ...] = (
     ("/models/{partition}", Model),
     ("/models/{partition}/snapshots", Snapshots),
     ("/models/{partition}/snapshot", Snapshot),
+    ("/models/{partition}/explain", Explain),
     ("/models/{partition}/promote", Promote),
     ("/models/{partition}/rollback", Rollback),
     ("/promote", PromoteEverywhere),

@@ -180,6 +180,7 @@ EXAMPLE_REQUESTS = {
     ("get", "/models/{partition}"): None,
     ("get", "/models/{partition}/snapshots"): None,
     ("get", "/models/{partition}/snapshot"): None,
+    ("get", "/models/{partition}/explain"): None,
     ("post", "/models/{partition}/promote"): {"model": "hoeffding_tree"},
     ("post", "/models/{partition}/rollback"): {"seq": 999},
     ("post", "/promote"): {"model": "hoeffding_tree"},

@@ -4,29 +4,36 @@ source), driven by aiohttp's test client."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import random
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, cast
 
 import faust
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaConnectionError
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-from streamapp import control, models, peers, records, snapshot
+from streamapp import control, datasets, models, peers, producer, records, replay, snapshot
 from streamapp.histogram import Histogram
 from streamapp.partition import PartitionState
 from streamapp.settings import Settings
 from streamapp.signing import Signer
-from streamapp.web import mount, partition_of
+from streamapp.web import explain, mount, partition_of
 from streamapp.web.context import WebContext
+from tests.processor_harness import TOPIC, Harness
 
 PARTITIONS = 4
 API_TOKEN = "unit-api-token-0123456789abcdef"
@@ -280,6 +287,10 @@ async def test_snapshots_listed_and_downloaded(web: Web) -> None:
     status, body = await answer(await web.client.get("/models/0/snapshot?seq=7", headers=read(API_TOKEN)))
     assert status == 404
     assert body == {"error": "partition 0 keeps no snapshot 7 (kept: [2, 1])"}
+    status, body = await answer(
+        await web.client.get("/models/0/snapshot?seq=1&seq=2", headers=read(API_TOKEN))
+    )
+    assert status == 400 and body == {"error": "query parameter 'seq' given more than once"}
 
 
 # -- forwarding -----------------------------------------------------------------------------
@@ -384,6 +395,279 @@ async def test_a_rollback_too_soon_after_the_last_is_429(web: Web) -> None:
     assert response.headers["Retry-After"] == "60"
     assert "rolled back less than 60 s ago" in body["error"]
     assert web.written.events == []
+
+
+# -- explaining a past decision ---------------------------------------------------------------
+
+AT_MS = 1_800_000_000_000
+
+
+def record(
+    topic: str, offset: int, key: bytes | None, value: bytes | None, headers: Any = ()
+) -> ConsumerRecord:
+    return ConsumerRecord(topic, 0, offset, AT_MS, 0, key, value, None, 0, 0, tuple(headers))
+
+
+@dataclass
+class Topics:
+    """Partition 0 of the topics `streamapp replay` reads, in memory, as a worker's run left
+    them: `replay.each_record` reads these instead of Kafka."""
+
+    by_topic: dict[str, list[ConsumerRecord]]
+    #: what a read waits for before it starts (a test's hold on an explanation)
+    hold: threading.Event | None = None
+
+    async def each_record(
+        self,
+        settings: Settings,
+        topic: str,
+        partition: int,
+        start: int = 0,
+        stop: int | None = None,
+        since_ms: int | None = None,
+    ) -> AsyncGenerator[ConsumerRecord, None]:
+        if self.hold is not None:
+            assert self.hold.wait(10)
+        log = self.by_topic.get(topic, [])
+        if since_ms is not None:
+            start = next((r.offset for r in log if r.timestamp >= since_ms), len(log))
+        for r in log:
+            if r.offset >= start and (stop is None or r.offset < stop):
+                yield r
+
+
+def recorded_topics(run: Harness, config: Settings, copies: Sequence[dict[str, Any]] = ()) -> Topics:
+    """The events, the predictions (then `copies`: later records of some offsets) and the
+    snapshot changelog of a harness's run, in topics named as `config` names them."""
+    changelog = f"{config.app_id}-snapshots-changelog"
+    written = [*run.predictions, *copies]
+    return Topics(
+        {
+            TOPIC: [record(TOPIC, o, b"key", v, h) for o, (v, h) in enumerate(run.log)],
+            config.predictions_topic: [
+                record(config.predictions_topic, o, b"key", records.encode(p)) for o, p in enumerate(written)
+            ],
+            changelog: [
+                record(changelog, o, orjson.dumps(k), blob)
+                for o, (k, blob) in enumerate(run.snapshots.items())
+            ],
+        }
+    )
+
+
+def card_run(events: int, **env: str) -> Harness:
+    """A worker's run over `events` card events with labels 10 events late and one bad record
+    (in a thread of a test: the harness runs an event loop of its own)."""
+    run = Harness.build(**{"snapshot_every_events": "60", "snapshots_kept": "3", "signing_key": KEY, **env})
+    values = [v for _, v in producer.messages(datasets.load("card", limit=events), label_delay=10)]
+    values[20:20] = [b"not json"]
+    run.feed(values, at=AT_MS / 1000)
+    return run
+
+
+def serve_run(
+    web: Web, run: Harness, monkeypatch: pytest.MonkeyPatch, topics: Topics | None = None
+) -> Topics:
+    """Partition 0's owner serves the run's state and keeps its snapshots; its topics are read."""
+    web.serving.states[0] = run.state
+    web.serving.snapshots[0] = run.processor.kept_snapshots(0)
+    topics = topics or recorded_topics(run, web.context.settings)
+    monkeypatch.setattr(replay, "each_record", topics.each_record)
+    return topics
+
+
+@pytest.fixture
+async def recorded(web: Web, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    run = await asyncio.to_thread(card_run, 400)
+    serve_run(web, run, monkeypatch)
+    return run
+
+
+async def explained(web: Web, offset: int | str, partition: int = 0) -> tuple[int, Any]:
+    return await answer(
+        await web.client.get(f"/models/{partition}/explain?offset={offset}", headers=read(API_TOKEN))
+    )
+
+
+async def test_an_explanation_is_what_streamapp_replay_says_for_the_offset(
+    web: Web, recorded: Harness
+) -> None:
+    sampled = random.Random(5).sample([p["offset"] for p in recorded.predictions], 8)
+    expected = await replay.replay(web.context.settings, 0, sampled)  # `streamapp replay`'s lines
+    for offset, line in zip(sorted(sampled), expected, strict=True):
+        status, body = await explained(web, offset)
+        assert status == 200, body
+        assert body == json.loads(orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS))
+        assert body["equal"] and body["copies"] == 1 and body["differences"] == []
+        assert body["replayed"]["proba"] == body["recorded"]["proba"]
+        assert body["explanation"]["kind"] == "decision path"
+    assert {r["rebuilt_from"].split(" (")[0] for r in expected} > {"the start of the log"}
+
+
+async def test_every_copy_of_a_prediction_record_is_compared_with_the_replay(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await asyncio.to_thread(card_run, 200)
+    first, second = run.predictions[50], run.predictions[60]
+    again = {**first, "replayed": True}  # written again by a worker that replayed it: the same
+    changed = {**second, "replayed": True, "proba": {"False": 0.5, "True": 0.5}}
+    serve_run(web, run, monkeypatch, recorded_topics(run, web.context.settings, [again, changed]))
+    status, body = await explained(web, first["offset"])
+    assert (status, body["copies"], body["equal"]) == (200, 2, True)
+    assert body["recorded"] == first, "the first copy written is the one reported"
+    status, body = await explained(web, second["offset"])
+    assert (status, body["copies"], body["equal"]) == (200, 2, False)
+    assert body["recorded"] == second
+    assert [d.split(": ")[0] for d in body["differences"]] == ["copy 2 of 2 (replayed)"]
+
+
+async def test_an_explanation_holds_the_event_loop_only_briefly(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """6,000 events replayed in the explanation's thread, which lets go of the GIL every 0.5 ms:
+    the worker's loop runs on (a turn took 5 ms, up to 73 ms, when the thread kept the GIL)."""
+    run = await asyncio.to_thread(card_run, 6000, snapshot_every_events="100000")  # from the log's start
+    serve_run(web, run, monkeypatch)
+    last = run.predictions[-1]["offset"]
+    stalls: list[float] = []
+
+    async def heartbeat() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            stalls.append(time.perf_counter() - before - 0.001)
+
+    beating = asyncio.ensure_future(heartbeat())
+    await asyncio.sleep(0.05)
+    stalls.clear()
+    started = time.perf_counter()
+    status, body = await explained(web, last)
+    took = time.perf_counter() - started
+    beating.cancel()
+    assert status == 200 and body["equal"] and body["rebuilt_from"] == "the start of the log", body
+    stalls.sort()
+    print(
+        f"\nexplained offset {last} ({last + 1} records replayed) in {took:.2f} s; the loop's "
+        f"stalls over {len(stalls)} turns: median {stalls[len(stalls) // 2] * 1000:.1f} ms, "
+        f"longest {stalls[-1] * 1000:.1f} ms"
+    )
+    assert took > 0.2, "a replay long enough to measure"
+    assert stalls[len(stalls) // 2] < 0.003 and stalls[-1] < 0.25  # a loaded machine's own stalls
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("", "offset must be an event's offset (digits 0-9), given once; got 0 values"),
+        ("?offset=", "got ''"),
+        ("?offset=abc", "got 'abc'"),
+        ("?offset=-1", "got '-1'"),
+        ("?offset=%C2%B2", "got '²'"),
+        ("?offset=1&offset=2", "query parameter 'offset' given more than once"),
+        ("?offset=1&seq=2", "unknown query parameter 'seq'"),
+    ],
+)
+async def test_an_explanation_needs_one_offset_that_is_a_number(web: Web, query: str, why: str) -> None:
+    status, body = await answer(await web.client.get(f"/models/0/explain{query}", headers=read(API_TOKEN)))
+    assert status == 400 and why in body["error"], body
+
+
+async def test_an_offset_that_is_no_scored_event_or_not_in_the_log_is_a_4xx(
+    web: Web, recorded: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scored = {p["offset"] for p in recorded.predictions}
+    label = next(o for o in range(200) if o not in scored and o != 20)
+    oldest = min(h.offset for h in web.serving.kept_headers(0))
+    end = len(recorded.log)
+    cases = [
+        (20, 422, "offset 20 of partition 0 is no scored event: DeadLetter"),  # the bad record
+        (label, 422, f"offset {label} of partition 0 is no scored event: Labelled"),
+        (end, 404, f"partition 0 has applied offsets up to {end - 1}, not {end} yet"),
+        (999_999_999, 404, "not 999999999 yet"),
+    ]
+    for offset, status, why in cases:
+        got, body = await explained(web, offset)
+        assert got == status and why in body["error"], (offset, body)
+    # Retention deleted the log's first records: an offset among them is no longer in the log.
+    topics = recorded_topics(recorded, web.context.settings)
+    topics.by_topic[TOPIC] = topics.by_topic[TOPIC][10:]
+    monkeypatch.setattr(replay, "each_record", topics.each_record)
+    status, body = await explained(web, 5)
+    assert (status, body) == (
+        404,
+        {"error": "the log of partition 0 holds no offset 5 (retention deleted it, or it was never written)"},
+    )
+    # Beyond the view's bounds: too many events, or bytes, from a kept snapshot to the offset.
+    bounds = explain.BOUNDS
+    monkeypatch.setattr(explain, "BOUNDS", dataclasses.replace(bounds, events=100))
+    status, body = await explained(web, oldest - 1)
+    assert status == 422 and f"is {oldest} events after where its replay starts (offset 0" in body["error"]
+    monkeypatch.setattr(explain, "BOUNDS", dataclasses.replace(bounds, log_bytes=1000))
+    status, body = await explained(web, end - 1)
+    assert status == 422 and "are over 1000 bytes, the most read here" in body["error"]
+
+
+async def test_an_explanation_that_cannot_finish_is_a_503(
+    web: Web, recorded: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offset = recorded.predictions[-1]["offset"]
+    monkeypatch.setattr(explain, "TIMEOUT", 0.0)
+    assert await explained(web, offset) == (
+        503,
+        {"error": "the explanation took longer than 0 s; retry later"},
+    )
+    monkeypatch.undo()
+
+    async def unreachable(*args: Any, **kwargs: Any) -> AsyncGenerator[ConsumerRecord, None]:
+        raise KafkaConnectionError("no broker")
+        yield
+
+    monkeypatch.setattr(replay, "each_record", unreachable)
+    status, body = await explained(web, offset)
+    assert (status, body) == (503, {"error": "partition 0's topics could not be read: KafkaConnectionError"})
+
+
+async def test_an_explanation_needs_the_api_token(web: Web) -> None:
+    for headers in ({}, read(), read("Bearer-less wrong token value")):
+        response = await web.client.get("/models/0/explain?offset=5", headers=headers)
+        status, body = await answer(response)
+        assert status == 401 and "STREAMAPP_API_TOKEN" in body["error"]
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="streamapp"'
+    async for off in served(settings(STREAMAPP_API_TOKEN="")):
+        status, body = await explained(off, 5)
+        assert status == 403 and body["error"].startswith("refused: set STREAMAPP_API_TOKEN")
+
+
+async def test_an_explanation_of_another_worker_s_partition_is_its_owner_s(web: Web) -> None:
+    assert await explained(web, 5, partition=4) == (404, {"error": "no partition '4': partitions are 0..3"})
+    status, body = await explained(web, 5, partition=2)
+    assert status == 503 and "no owner right now" in body["error"]
+    web.cluster.owned = {2: OTHER}
+    web.cluster.answers["/models/2/explain?offset=5"] = (200, b'{"offset": 5}', "application/json")
+    assert await explained(web, "05", partition=2) == (200, {"offset": 5})
+    assert web.cluster.asked == [(OTHER, "GET", "/models/2/explain?offset=5", None, explain.FORWARD_TIMEOUT)]
+    web.cluster.answers["/models/2/explain?offset=5"] = (429, b'{"error": "busy"}', "application/json")
+    response = await web.client.get("/models/2/explain?offset=5", headers=read(API_TOKEN))
+    assert response.status == 429 and response.headers["Retry-After"] == explain.RETRY_AFTER
+
+
+async def test_a_worker_explains_one_decision_at_a_time(
+    web: Web, recorded: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topics = serve_run(web, recorded, monkeypatch)
+    topics.hold = threading.Event()
+    offset = recorded.predictions[-1]["offset"]
+    first = asyncio.ensure_future(explained(web, offset))
+    await asyncio.sleep(0.2)  # the first one waits for Kafka in its thread
+    response = await web.client.get(f"/models/0/explain?offset={offset}", headers=read(API_TOKEN))
+    status, body = await answer(response)
+    assert status == 429 and response.headers["Retry-After"] == explain.RETRY_AFTER
+    assert body == {"error": "this worker is explaining another decision (one at a time); retry shortly"}
+    assert (await explained(web, "x"))[0] == 400, "what needs no replay is answered meanwhile"
+    topics.hold.set()
+    status, body = await first
+    assert status == 200 and body["equal"]
+    assert (await explained(web, offset))[0] == 200
 
 
 # -- probes and the dashboard ----------------------------------------------------------------
