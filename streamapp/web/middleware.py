@@ -78,7 +78,8 @@ async def checked(request: aioweb.Request, handler: Handler) -> aioweb.StreamRes
     if refused is not None:
         challenge = {"WWW-Authenticate": 'Bearer realm="streamapp"'} if refused.status == 401 else None
         return error_response(refused.status, refused.reason, challenge)
-    bad_query = openapi.unknown_query(op, list(request.query.keys()))
+    # keys() lists a repeated name once: items() has every occurrence
+    bad_query = openapi.unknown_query(op, [name for name, _ in request.query.items()])
     if bad_query is not None:
         return error_response(400, bad_query)
     return await handler(request)
