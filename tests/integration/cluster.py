@@ -56,11 +56,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def unique_env(partitions: int, **extra: str) -> dict[str, str]:
-    """Settings of a fresh app: its own group, topics and tables, so tests never share state."""
+def unique_env(partitions: int, bootstrap: str | None = None, **extra: str) -> dict[str, str]:
+    """Settings of a fresh app: its own group, topics and tables, so tests never share state.
+
+    `bootstrap`: other brokers than the test broker, as "host:port,host:port" (e.g. the three
+    nodes of tests/integration/test_three_brokers.py)."""
     uid = uuid.uuid4().hex[:8]
     env = {
-        "STREAMAPP_BROKER": f"kafka://{BOOTSTRAP}",
+        "STREAMAPP_BROKER": ";".join(f"kafka://{hp}" for hp in (bootstrap or BOOTSTRAP).split(",")),
         "STREAMAPP_APP_ID": f"it-{uid}",
         "STREAMAPP_EVENTS_TOPIC": f"events-{uid}",
         "STREAMAPP_PREDICTIONS_TOPIC": f"predictions-{uid}",
@@ -233,12 +236,18 @@ def end_offsets(topic: str, partitions: int) -> dict[int, int]:
     return asyncio.run(read())
 
 
-def read_topic(topic: str, partitions: int) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
-    """Every record of every partition, in offset order, read independently of any worker."""
+def read_topic(
+    topic: str, partitions: int, isolation_level: str = "read_uncommitted"
+) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+    """Every record of every partition, in offset order, read independently of any worker
+    (read_committed: the records of committed transactions, up to the last stable offset)."""
 
     async def read() -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=BOOTSTRAP,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level=isolation_level,
         )
         await consumer.start()
         try:
@@ -280,20 +289,24 @@ def send_raw(topic: str, messages: list[tuple[int, bytes | None, bytes | None]])
     asyncio.run(send())
 
 
-def committed_offset(group: str, topic: str, partition: int) -> int | None:
-    """The offset the consumer group committed for the partition (None: none yet)."""
+def committed_offsets(group: str, topic: str) -> dict[int, int]:
+    """The offsets the consumer group committed for the topic's partitions (absent: none yet)."""
 
-    async def read() -> int | None:
+    async def read() -> dict[int, int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(group)
         finally:
             await admin.close()
-        found = offsets.get(TopicPartition(topic, partition))
-        return None if found is None else found.offset
+        return {tp.partition: found.offset for tp, found in offsets.items() if tp.topic == topic}
 
     return asyncio.run(read())
+
+
+def committed_offset(group: str, topic: str, partition: int) -> int | None:
+    """The offset the consumer group committed for the partition (None: none yet)."""
+    return committed_offsets(group, topic).get(partition)
 
 
 def delete_records_before(topic: str, partition: int, offset: int) -> None:

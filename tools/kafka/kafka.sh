@@ -18,6 +18,27 @@
 # (PLAINTEXT and controller listeners) and User:streamapp. One SASL user per role, "worker",
 # "producer" and "keda" (password "<user>-secret", every mechanism), gets exactly the ACLs of
 # tools/kafka/acls.txt, which this script applies after every start (one JVM, KafkaAcls.java).
+#
+# BROKERS=3: a three-node cluster for replication and fail-over tests. Three combined
+# broker+controller nodes (node ids 1, 2, 3) with a static quorum (controller.quorum.voters), each
+# formatted with the same cluster id, each with its own server.properties, data/, kafka.log and
+# kafka.pid under $KAFKA_HOME/node-N (libs/, ssl/ and the tools are shared). Node N listens on
+# $KAFKA_PORT + 100*(N-1) (9092, 9192, 9292), its controller on $KAFKA_CONTROLLER_PORT + 100*(N-1)
+# and its SASL_SSL listener on $KAFKA_SASL_PORT + 100*(N-1); same users, certificate and ACLs as the
+# single node. Topics get 3 replicas and min.insync.replicas=2 (the internal ones too), so one node
+# may die without losing an acknowledged write (acks=all); a silent node is fenced after 3 s
+# (broker.session.timeout.ms) and a restarted one leads its preferred partitions again within 5 s
+# (leader.imbalance.check.interval.seconds). $KAFKA_HEAP is per node (default 384m here).
+#
+#   BROKERS=3 tools/kafka/kafka.sh up|down|status   the three nodes ('up' formats them afresh)
+#   BROKERS=3 tools/kafka/kafka.sh kill-node N      SIGKILL node N (1, 2 or 3)
+#   BROKERS=3 tools/kafka/kafka.sh start-node N     start node N again on its data, wait until it is
+#                                                   a registered, unfenced broker again
+#   BROKERS=3 tools/kafka/kafka.sh leader TOPIC P   print the node id leading partition P (-1: none)
+#   BROKERS=3 tools/kafka/kafka.sh controller       print the node id of the active controller
+#
+# leader and controller ask the live nodes through kafka-clients' Admin API (KafkaCluster.java,
+# compiled once like KafkaAcls.java): DescribeTopics and DescribeQuorum.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +47,12 @@ KAFKA_HOME="${KAFKA_HOME:-$root/.kafka}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-9094}"
-KAFKA_HEAP="${KAFKA_HEAP:-512m}"
+BROKERS="${BROKERS:-1}"
+case "$BROKERS" in
+  1) KAFKA_HEAP="${KAFKA_HEAP:-512m}" ;;
+  3) KAFKA_HEAP="${KAFKA_HEAP:-384m}" ;;
+  *) echo "kafka: BROKERS=$BROKERS: only 1 (the default) or 3 nodes" >&2; exit 2 ;;
+esac
 KAFKA_READY_TIMEOUT="${KAFKA_READY_TIMEOUT:-120}"
 pidfile="$KAFKA_HOME/kafka.pid"
 logfile="$KAFKA_HOME/kafka.log"
@@ -39,6 +65,7 @@ sasl_password="streamapp-secret"
 # The per-role users of tools/kafka/acls.txt; the PLAIN ones are in server.properties too.
 role_users=(worker producer keda)
 acl_tool="$KAFKA_HOME/acl-tool"
+cluster_tool="$KAFKA_HOME/cluster-tool"
 
 die() { echo "kafka: $*" >&2; exit 1; }
 
@@ -52,7 +79,8 @@ require_tools() {
   command -v javac >/dev/null 2>&1 || die "javac not found: install a JDK, not only a JRE (Debian: openjdk-17-jdk-headless)"
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; }
+port_open() { port_open_at "$KAFKA_PORT"; }
+port_open_at() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 running_pid() {
   [ -f "$pidfile" ] || return 1
@@ -95,15 +123,18 @@ make_certs() {
   } >"$ssl_dir/keytool.log" 2>&1 || { cat "$ssl_dir/keytool.log" >&2; rm -f "$ssl_dir/broker.p12"; die "keytool could not make the test certificates"; }
 }
 
-build_acl_tool() {
-  # KafkaAcls.java compiled once per content against the fetched kafka-clients (javac: ~2 s).
-  local stamp; stamp="$acl_tool/.stamp-$(cat "$here/KafkaAcls.java" "$libs"/.stamp-* | sha256sum | cut -c1-16)"
+compile_tool() {
+  # tools/kafka/<name>.java compiled once per content against the fetched kafka-clients (javac: ~2 s).
+  local name=$1 dir=$2
+  local stamp; stamp="$dir/.stamp-$(cat "$here/$name.java" "$libs"/.stamp-* | sha256sum | cut -c1-16)"
   [ -f "$stamp" ] && return 0
-  rm -rf "$acl_tool"; mkdir -p "$acl_tool"
-  javac -nowarn -d "$acl_tool" -cp "$libs/*" "$here/KafkaAcls.java" >"$KAFKA_HOME/acl-tool.log" 2>&1 \
-    || { cat "$KAFKA_HOME/acl-tool.log" >&2; die "could not compile tools/kafka/KafkaAcls.java"; }
+  rm -rf "$dir"; mkdir -p "$dir"
+  javac -nowarn -d "$dir" -cp "$libs/*" "$here/$name.java" >"$dir.log" 2>&1 \
+    || { cat "$dir.log" >&2; die "could not compile tools/kafka/$name.java"; }
   touch "$stamp"
 }
+
+build_acl_tool() { compile_tool KafkaAcls "$acl_tool"; }
 
 apply_acls() {
   # As a super user (PLAINTEXT: User:ANONYMOUS). ACLs live in the metadata log, so a restart keeps
@@ -114,11 +145,15 @@ apply_acls() {
 }
 
 write_config() {
-  mkdir -p "$KAFKA_HOME/config"
+  write_tool_config
   sed -e "s#@DATA@#$KAFKA_HOME/data#g" -e "s#@PORT@#$KAFKA_PORT#g" \
       -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@SASL_PORT@#$KAFKA_SASL_PORT#g" \
       -e "s#@SSL_DIR@#$ssl_dir#g" -e "s#@SSL_PASSWORD@#$ssl_password#g" \
       "$here/server.properties" > "$KAFKA_HOME/config/server.properties"
+}
+
+write_tool_config() {
+  mkdir -p "$KAFKA_HOME/config"
   cp "$here/log4j2.properties" "$here/tools-log4j2.properties" "$KAFKA_HOME/config/"
 }
 
@@ -129,6 +164,53 @@ while True:
     s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     if not s.startswith("-"): print(s); break'
 }
+
+format() {
+  # The storage of one node, with the SCRAM users of the SASL_SSL listener: CONFIG LOG CLUSTER_ID
+  # [the quorum flag: --standalone for the single node; none for a static quorum].
+  local config=$1 log=$2 id=$3; shift 3
+  local scram=(--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]"
+               --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]")
+  local user
+  for user in "${role_users[@]}"; do
+    scram+=(--add-scram "SCRAM-SHA-256=[name=$user,password=$user-secret]"
+            --add-scram "SCRAM-SHA-512=[name=$user,password=$user-secret]")
+  done
+  java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/config/tools-log4j2.properties" \
+      -cp "$libs/*" kafka.tools.StorageTool format "$@" --cluster-id "$id" \
+      --config "$config" \
+      "${scram[@]}" \
+      >"$log" 2>&1 \
+      || { cat "$log" >&2; die "formatting the data dir failed"; }
+}
+
+launch() {
+  # Start one node in the background (CONFIG LOGS_DIR LOGFILE, appended to) and print its pid.
+  # setsid: the broker gets its own session, so Ctrl-C in a terminal does not reach it directly.
+  setsid java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -Dkafka.logs.dir="$2" \
+      -Dlog4j2.configurationFile="$KAFKA_HOME/config/log4j2.properties" \
+      -cp "$libs/*" kafka.Kafka "$1" \
+      >>"$3" 2>&1 < /dev/null &
+  echo $!
+}
+
+wait_ready() {
+  # Until PORT answers; fails if PID exits or KAFKA_READY_TIMEOUT passes (PORT PID LOGFILE WHO).
+  local port=$1 pid=$2 log=$3 who=$4
+  local deadline=$(( $(date +%s) + KAFKA_READY_TIMEOUT ))
+  until port_open_at "$port"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "$log" >&2; echo "kafka: $who exited during start (log: $log)" >&2; return 1
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      tail -n 30 "$log" >&2; die "$who was not ready after ${KAFKA_READY_TIMEOUT}s (log: $log)"
+    fi
+    sleep 0.2
+  done
+}
+
+since() { python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$1"; }
 
 up() {
   if pid="$(running_pid)"; then
@@ -146,41 +228,15 @@ up() {
   if [ "${1:-fresh}" = fresh ]; then
     # A throw-away broker: a fresh data dir on every start, so no state leaks between runs.
     rm -rf "$KAFKA_HOME/data"; mkdir -p "$KAFKA_HOME/data"
-    local scram=(--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]"
-                 --add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]")
-    local user
-    for user in "${role_users[@]}"; do
-      scram+=(--add-scram "SCRAM-SHA-256=[name=$user,password=$user-secret]"
-              --add-scram "SCRAM-SHA-512=[name=$user,password=$user-secret]")
-    done
-    java -Xmx256m -Dlog4j2.configurationFile="$KAFKA_HOME/config/tools-log4j2.properties" \
-        -cp "$libs/*" kafka.tools.StorageTool format --standalone --cluster-id "$(cluster_id)" \
-        --config "$KAFKA_HOME/config/server.properties" \
-        "${scram[@]}" \
-        >"$KAFKA_HOME/format.log" 2>&1 \
-        || { cat "$KAFKA_HOME/format.log" >&2; die "formatting the data dir failed"; }
+    format "$KAFKA_HOME/config/server.properties" "$KAFKA_HOME/format.log" "$(cluster_id)" --standalone
   fi
-  # setsid: the broker gets its own session, so Ctrl-C in a terminal does not reach it directly.
-  setsid java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-      -Dkafka.logs.dir="$KAFKA_HOME" \
-      -Dlog4j2.configurationFile="$KAFKA_HOME/config/log4j2.properties" \
-      -cp "$libs/*" kafka.Kafka "$KAFKA_HOME/config/server.properties" \
-      >"$logfile" 2>&1 < /dev/null &
-  local pid=$!
+  : >"$logfile"
+  local pid; pid="$(launch "$KAFKA_HOME/config/server.properties" "$KAFKA_HOME" "$logfile")"
   echo "$pid" > "$pidfile"
-  local deadline=$(( $(date +%s) + KAFKA_READY_TIMEOUT ))
-  until port_open; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$logfile" >&2; rm -f "$pidfile"; die "the broker exited during start (log: $logfile)"
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      tail -n 30 "$logfile" >&2; die "the broker was not ready after ${KAFKA_READY_TIMEOUT}s (log: $logfile)"
-    fi
-    sleep 0.2
-  done
+  wait_ready "$KAFKA_PORT" "$pid" "$logfile" "the broker" || { rm -f "$pidfile"; exit 1; }
   apply_acls
   printf "kafka: ready on 127.0.0.1:%s (pid %s, started in %ss, log %s)\n" \
-    "$KAFKA_PORT" "$pid" "$(python3 -c "import sys,time; print(round(time.time()-float(sys.argv[1]),1))" "$t0")" "$logfile"
+    "$KAFKA_PORT" "$pid" "$(since "$t0")" "$logfile"
 }
 
 down() {
@@ -194,6 +250,206 @@ down() {
   rm -f "$pidfile"
   echo "kafka: stopped (pid $pid)"
 }
+
+# --- BROKERS=3: three combined broker+controller nodes -----------------------------------------
+
+nodes=(1 2 3)
+node_dir() { echo "$KAFKA_HOME/node-$1"; }
+node_port() { echo $(( KAFKA_PORT + 100 * ($1 - 1) )); }
+node_controller_port() { echo $(( KAFKA_CONTROLLER_PORT + 100 * ($1 - 1) )); }
+node_sasl_port() { echo $(( KAFKA_SASL_PORT + 100 * ($1 - 1) )); }
+
+node_running_pid() {
+  local file; file="$(node_dir "$1")/kafka.pid"
+  [ -f "$file" ] || return 1
+  local pid; pid="$(cat "$file")"
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+all_nodes() {
+  # Every node's client listener: a bootstrap list that still works with one node down.
+  local n out=()
+  for n in "${nodes[@]}"; do out+=("127.0.0.1:$(node_port "$n")"); done
+  (IFS=,; echo "${out[*]}")
+}
+
+check_node() {
+  case "${1:-}" in 1|2|3) ;; *) die "give a node: 1, 2 or 3" ;; esac
+}
+
+write_node_config() {
+  # The single node's server.properties (listeners, SASL, authorizer, footprint) with this node's
+  # ports and data dir; the keys a three-node cluster sets otherwise are dropped from it and
+  # appended below, so that each key has one value.
+  local n=$1 dir; dir="$(node_dir "$1")"
+  local voters="" m
+  for m in "${nodes[@]}"; do voters+="${voters:+,}$m@127.0.0.1:$(node_controller_port "$m")"; done
+  mkdir -p "$dir"
+  {
+    sed -e "s#@DATA@#$dir/data#g" -e "s#@PORT@#$(node_port "$n")#g" \
+        -e "s#@CONTROLLER_PORT@#$(node_controller_port "$n")#g" -e "s#@SASL_PORT@#$(node_sasl_port "$n")#g" \
+        -e "s#@SSL_DIR@#$ssl_dir#g" -e "s#@SSL_PASSWORD@#$ssl_password#g" \
+        "$here/server.properties" \
+      | grep -v -E '^(node\.id|controller\.quorum\.bootstrap\.servers|[a-z.]*replication\.factor|[a-z.]*min\.isr|min\.insync\.replicas)='
+    cat <<EOF
+
+# BROKERS=3 (kafka.sh): node $n of three combined broker+controller nodes, static quorum.
+node.id=$n
+controller.quorum.voters=$voters
+# Three replicas of every topic, internal ones included; a write with acks=all needs two of them.
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+# Faster fail-over: the controller fences a silent broker after 3 s (defaults 2 s and 9 s), which
+# moves its partitions' leadership and takes it out of their in-sync replicas.
+broker.heartbeat.interval.ms=1000
+broker.session.timeout.ms=3000
+# A restarted node leads its preferred partitions again within 5 s (default 300 s): clients meet
+# that second leadership change too, as after a rolling restart.
+leader.imbalance.check.interval.seconds=5
+EOF
+  } > "$dir/server.properties"
+}
+
+cluster_tool_run() {
+  # KafkaCluster.java against every node; the client's warnings about a node that is down (the
+  # point of these tests) are left out of stderr.
+  compile_tool KafkaCluster "$cluster_tool"
+  local err rc=0; err="$(mktemp)"
+  java -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+      -Dlog4j2.configurationFile="$KAFKA_HOME/config/tools-log4j2.properties" \
+      -cp "$cluster_tool:$libs/*" KafkaCluster "$(all_nodes)" "$@" 2>"$err" || rc=$?
+  grep -v "could not be established. Node may not be available" "$err" >&2 || true
+  rm -f "$err"
+  return "$rc"
+}
+
+start_node() {
+  # Node N on the data it has (formatted by 'up'), its log appended to the one of its last run.
+  local n=$1 dir; dir="$(node_dir "$1")"
+  local t0; t0=$(date +%s.%N)
+  echo "--- kafka.sh start-node $n, $(date -u +%FT%TZ)" >>"$dir/kafka.log"
+  local pid; pid="$(launch "$dir/server.properties" "$dir" "$dir/kafka.log")"
+  echo "$pid" > "$dir/kafka.pid"
+  wait_ready "$(node_port "$n")" "$pid" "$dir/kafka.log" "node $n" || { rm -f "$dir/kafka.pid"; return 1; }
+  echo "$t0"
+}
+
+cluster_up() {
+  local n port running=()
+  for n in "${nodes[@]}"; do node_running_pid "$n" >/dev/null && running+=("$n"); done
+  if [ "${#running[@]}" = 3 ]; then
+    echo "kafka: already running: 3 nodes on 127.0.0.1 ($(all_nodes))"; return 0
+  fi
+  [ "${#running[@]}" = 0 ] || die "nodes ${running[*]} run already: 'start-node N' the others, or 'down' first"
+  for n in "${nodes[@]}"; do
+    for port in "$(node_port "$n")" "$(node_controller_port "$n")" "$(node_sasl_port "$n")"; do
+      ! port_open_at "$port" || die "port $port is taken (another broker?): choose another KAFKA_PORT, KAFKA_CONTROLLER_PORT or KAFKA_SASL_PORT"
+    done
+  done
+  require_tools
+  fetch_libs
+  make_certs
+  build_acl_tool
+  compile_tool KafkaCluster "$cluster_tool"
+  write_tool_config
+  local t0; t0=$(date +%s.%N)
+  # A throw-away cluster: fresh data dirs, one cluster id; the static quorum needs no format flag.
+  local id pid formats=(); id="$(cluster_id)"
+  for n in "${nodes[@]}"; do
+    write_node_config "$n"
+    rm -rf "$(node_dir "$n")/data"; mkdir -p "$(node_dir "$n")/data"
+    format "$(node_dir "$n")/server.properties" "$(node_dir "$n")/format.log" "$id" &
+    formats+=($!)
+  done
+  for pid in "${formats[@]}"; do wait "$pid" || exit 1; done
+  # All three together: a broker registers only once the quorum has elected a leader.
+  local pids=()
+  for n in "${nodes[@]}"; do
+    : >"$(node_dir "$n")/kafka.log"
+    pids+=("$(launch "$(node_dir "$n")/server.properties" "$(node_dir "$n")" "$(node_dir "$n")/kafka.log")")
+    echo "${pids[-1]}" > "$(node_dir "$n")/kafka.pid"
+  done
+  for n in "${nodes[@]}"; do
+    wait_ready "$(node_port "$n")" "${pids[n-1]}" "$(node_dir "$n")/kafka.log" "node $n" \
+      || { cluster_down >/dev/null; exit 1; }
+  done
+  cluster_tool_run wait-brokers "$KAFKA_READY_TIMEOUT" "${nodes[@]}" \
+    || { cluster_down >/dev/null; die "the three brokers did not register within ${KAFKA_READY_TIMEOUT}s"; }
+  apply_acls
+  printf "kafka: 3 nodes ready on %s (pids %s, started in %ss, logs %s/node-N/kafka.log)\n" \
+    "$(all_nodes)" "${pids[*]}" "$(since "$t0")" "$KAFKA_HOME"
+}
+
+cluster_down() {
+  # SIGTERM to all nodes at once, SIGKILL to those still running 10 s later: the last node's
+  # controlled shutdown may wait for a quorum that has left (a test run saw 30 s), and 'up'
+  # formats afresh anyway.
+  local n pid stopped=()
+  for n in "${nodes[@]}"; do
+    if pid="$(node_running_pid "$n")"; then kill -TERM "$pid"; stopped+=("$pid"); fi
+    rm -f "$(node_dir "$n")/kafka.pid"
+  done
+  [ "${#stopped[@]}" -gt 0 ] || { echo "kafka: not running (no node started by this script)"; return 0; }
+  local deadline=$(( $(date +%s) + 10 ))
+  for pid in "${stopped[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then echo "kafka: pid $pid still runs after 10s, killing"; kill -KILL "$pid"; fi
+  done
+  echo "kafka: stopped (pids ${stopped[*]})"
+}
+
+cluster_status() {
+  local n pid up=0
+  for n in "${nodes[@]}"; do
+    if port_open_at "$(node_port "$n")"; then
+      up=$((up + 1)); pid="$(node_running_pid "$n" || echo "not started here")"
+      echo "kafka: node $n up on 127.0.0.1:$(node_port "$n") (pid $pid)"
+    else
+      echo "kafka: node $n down (127.0.0.1:$(node_port "$n"))"
+    fi
+  done
+  [ "$up" = 3 ]
+}
+
+kill_node() {
+  check_node "$1"
+  local pid
+  pid="$(node_running_pid "$1")" || die "node $1 is not running"
+  kill -KILL "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  rm -f "$(node_dir "$1")/kafka.pid"
+  echo "kafka: node $1 killed (pid $pid)"
+}
+
+restart_node() {
+  check_node "$1"
+  local pid t0
+  if pid="$(node_running_pid "$1")"; then echo "kafka: node $1 already running (pid $pid)"; return 0; fi
+  [ -f "$(node_dir "$1")/data/meta.properties" ] || die "node $1 has no data to start with: use 'up'"
+  ! port_open_at "$(node_port "$1")" || die "port $(node_port "$1") is taken by another process"
+  t0="$(start_node "$1")" || exit 1
+  cluster_tool_run wait-brokers "$KAFKA_READY_TIMEOUT" "$1" || die "node $1 did not rejoin (log: $(node_dir "$1")/kafka.log)"
+  echo "kafka: node $1 back on 127.0.0.1:$(node_port "$1") (pid $(node_running_pid "$1"), in $(since "$t0")s)"
+}
+
+if [ "$BROKERS" = 3 ]; then
+  case "${1:-}" in
+    up) cluster_up ;;
+    down) cluster_down ;;
+    status) cluster_status ;;
+    kill-node) kill_node "${2:-}" ;;
+    start-node) restart_node "${2:-}" ;;
+    leader) [ $# = 3 ] || die "usage: $0 leader TOPIC PARTITION"; cluster_tool_run leader "$2" "$3" ;;
+    controller) cluster_tool_run controller ;;
+    *) echo "usage: BROKERS=3 $0 up|down|status|kill-node N|start-node N|leader TOPIC PARTITION|controller" >&2; exit 2 ;;
+  esac
+  exit
+fi
 
 case "${1:-}" in
   up) up fresh ;;
