@@ -25,6 +25,7 @@ from streamapp.outbox import Outbox
 from streamapp.processor import GapError, Outputs, Processor
 from streamapp.prometheus import serve_metrics
 from streamapp.settings import Settings
+from streamapp.transactions import Transactions, producer_factory
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         # Predictions leave in record batches (streamapp/outbox.py): ~700 of them per 256 KiB.
         "producer_max_batch_size": 256 * 1024,
         "consumer_auto_offset_reset": "earliest",
+        # Every producer waits for all in-sync replicas and is idempotent (seam.IdempotentProducer).
+        "producer_acks": -1,
         "broker_session_timeout": settings.session_timeout,
         "broker_heartbeat_interval": min(3.0, settings.session_timeout / 4),
     }
@@ -168,7 +171,25 @@ class TableSnapshots:
             self.table[key] = blob
 
 
-def kafka_outputs(app: BatchApp) -> Outputs:
+def transactions(app: BatchApp, settings: Settings) -> Transactions | None:
+    """With exactly_once, the partitions' transactional producers, committed before every
+    consumer commit (so a rebalance hands over what is done), every transaction interval, and
+    when the worker stops."""
+    if settings.processing_guarantee != "exactly_once":
+        return None
+    new_producer = producer_factory(
+        kafka_security.bootstrap_servers(settings.broker),
+        settings.kafka_max_message_bytes,
+        kafka_security.aiokafka_auth(settings),
+    )
+    txns = Transactions(settings.app_id, app.conf.id, settings.transaction_interval, new_producer)
+    app.on_commit = partial(txns.commit_due, force=True)
+    app.on_stopping = txns.close
+    app.task(txns.commit_loop)
+    return txns
+
+
+def kafka_outputs(app: BatchApp, txns: Transactions | None = None) -> Outputs:
     """The processor's outputs on the app's producers."""
 
     def delivered(future: asyncio.Future[Any]) -> None:
@@ -189,7 +210,7 @@ def kafka_outputs(app: BatchApp) -> Outputs:
     async def flush() -> None:
         await app.producer.flush()
 
-    return Outputs(emit, outbox, seek, flush)
+    return Outputs(emit, outbox, seek, flush, txns)
 
 
 def subscribe(app: BatchApp, settings: Settings, events: TopicT, processor: Processor) -> None:
@@ -230,10 +251,11 @@ def create_app(settings: Settings) -> faust.App:
     topics = declare_topics(app, settings)
     sources = recovery.SourcePartitions(app, source_filter(settings))
     table = TableSnapshots(app, topics.snapshots, sources)
-    processor = Processor.from_settings(settings, table, kafka_outputs(app))
+    processor = Processor.from_settings(settings, table, kafka_outputs(app, transactions(app, settings)))
     subscribe(app, settings, topics.events, processor)
     outputs = (topics.predictions, topics.deadletters)
     rebalance = recovery.Rebalance(app, processor, sources, topics.snapshots, outputs)
+    app.model_positions = rebalance.model_positions
     # mode's stubs reject any async receiver here; the signal does await coroutine receivers.
     app.on_partitions_assigned.connect(rebalance.on_assigned)  # type: ignore[arg-type]
     topics.snapshots.on_recover(rebalance.resume_models)

@@ -27,7 +27,7 @@ from faust.types import TP
 from faust.types.transports import ProducerT, TransportT
 from mode import ServiceT
 
-from streamapp.seam import AppSeam, ConsumerSeam
+from streamapp.seam import AppSeam, ConsumerSeam, IdempotentProducer
 
 #: (partition, its fetched records, "still ours?") -> offset of the last event the model applied
 BatchHandler = Callable[[TP, Sequence[Any], Callable[[], bool]], Awaitable[int | None]]
@@ -41,6 +41,8 @@ class BatchConsumer(ConsumerSeam):
         self._next_offsets: dict[TP, int] = {}
         self._batch_idle = asyncio.Event()
         self._batch_idle.set()
+        #: partitions whose position is their model's, not the committed offset (exactly_once)
+        self.held: set[TP] = set()
 
     async def route_fetched(self, records: Mapping[Any, Any], active: set[TP] | None) -> Mapping[Any, Any]:
         route = cast(BatchApp, self.app).batch_route
@@ -90,20 +92,43 @@ class BatchConsumer(ConsumerSeam):
         """A rebalance and a stopping worker wait here for events in progress: the batch is one
         of them (and its offsets are committed after it)."""
         await self._batch_idle.wait()
+        app = cast(BatchApp, self.app)
+        if app.on_commit is not None:
+            # Faust commits here only if it has offsets of its own to commit.
+            await app.on_commit()
         await super().wait_empty()
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self._next_offsets.pop(tp, None)
+        self.held -= revoked
         await super().on_partitions_revoked(revoked)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Faust seeks every partition to its committed offset after recovery (and whenever it
+        fetches while the flow is stopped); a held partition goes to its model's position instead.
+        With exactly_once the committed offset is the transactions' and must not be rewound to
+        the model's, so the position is the model's own (BatchApp.model_positions)."""
+        committed = await super().seek_to_committed()
+        app = cast(BatchApp, self.app)
+        if not self.held or app.model_positions is None:
+            return committed
+        assigned = self.assignment()
+        moves = app.model_positions([tp for tp in self.held if tp in committed and tp in assigned])
+        if moves:
+            await self.seek_wait(moves)
+        return {**committed, **moves}
 
     def extra_commit_tps(self) -> Iterable[TP]:
         return self._next_offsets
 
     async def before_commit(self) -> None:
         # At least once: the outputs of the events being committed are delivered first (Faust
-        # flushes its own producer in there too).
-        await cast(BatchApp, self.app).output_producer.flush()
+        # flushes its own producer in there too). Exactly once: the open transactions commit.
+        app = cast(BatchApp, self.app)
+        await app.output_producer.flush()
+        if app.on_commit is not None:
+            await app.on_commit()
 
     def next_offset(self, tp: TP) -> int | None:
         return self._next_offsets.get(tp)
@@ -111,6 +136,7 @@ class BatchConsumer(ConsumerSeam):
 
 class BatchTransport(faust_aiokafka.Transport):
     Consumer = BatchConsumer
+    Producer = IdempotentProducer
 
 
 class BatchApp(AppSeam):
@@ -121,6 +147,12 @@ class BatchApp(AppSeam):
     batch_route: tuple[Callable[[str], bool], BatchHandler] | None = None
     #: awaited before any Kafka client of the app starts (streamapp checks its credentials there)
     preflight: Callable[[], Awaitable[None]] | None = None
+    #: awaited before every commit of the consumer (at a rebalance and at stop too)
+    on_commit: Callable[[], Awaitable[None]] | None = None
+    #: awaited when the worker stops, once the batch in progress is done
+    on_stopping: Callable[[], Awaitable[None]] | None = None
+    #: the model's position (next offset) of held source partitions (BatchConsumer.seek_to_committed)
+    model_positions: Callable[[Iterable[TP]], dict[TP, int]] | None = None
     _output_producer: ProducerT | None = None
 
     def new_transport(self) -> TransportT:
@@ -132,11 +164,17 @@ class BatchApp(AppSeam):
         one produce request in flight per broker, so a snapshot of many MB would otherwise hold
         up every prediction queued behind it. Same settings and credentials as Faust's own."""
         if self._output_producer is None:
-            self._output_producer = self.producer_transport.create_producer(beacon=self.beacon)
+            # BatchTransport: idempotent, like Faust's own producer (seam.IdempotentProducer)
+            self._output_producer = self.transport.create_producer(beacon=self.beacon)
         return self._output_producer
 
     def on_init_dependencies(self) -> Iterable[ServiceT]:
         return [*super().on_init_dependencies(), self.output_producer]
+
+    async def on_stop(self) -> None:
+        await super().on_stop()  # stops the flow and waits for the batch in progress
+        if self.on_stopping is not None:
+            await self.on_stopping()
 
     async def on_first_start(self) -> None:
         # The app's first hook: its consumer, producers and web server start after it.

@@ -51,6 +51,11 @@ class Outbox:
         elif time.monotonic() - self._opened >= MAX_HOLD:
             await self.send()
 
+    @property
+    def pending(self) -> bool:
+        """Records were added since the last send."""
+        return self._batch is not None and self._batch.record_count() > 0
+
     async def send(self) -> None:
         """Hand what was added to the producer (it sends within its linger time)."""
         batch, self._batch = self._batch, None

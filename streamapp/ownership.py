@@ -32,6 +32,7 @@ class Ownership:
     snapshot_at: float = 0.0  # wall clock of the last snapshot
     snapshot_errors: int = 0
     events_since_snapshot: int = 0
+    snapshot_now: bool = False  # the models changed (a rollback): snapshot at once
 
     def snapshot_due(self, partition: int, every_events: int, every_seconds: float, now: float) -> bool:
         """After about `every_events` events or `every_seconds` seconds (see snapshot_spread).
@@ -49,6 +50,7 @@ class Ownership:
         )
 
     def snapshot_taken(self, offset: int, size: int, now: float) -> None:
+        self.snapshot_now = False
         self.snapshot_seq += 1
         self.snapshot_offset = offset
         self.snapshot_bytes = size
@@ -58,6 +60,7 @@ class Ownership:
     def snapshot_failed(self, now: float) -> None:
         """Count it and wait a full interval before trying again, not pickle on every event."""
         self.snapshot_errors += 1
+        self.snapshot_now = False
         self.snapshot_at = now
         self.events_since_snapshot = 0
 

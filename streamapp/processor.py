@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiokafka import ConsumerRecord
 from faust.types import TP
@@ -40,6 +41,7 @@ from streamapp.settings import Settings
 from streamapp.signing import Signer
 from streamapp.snapshot import Header
 from streamapp.snapshot_store import SnapshotStore, SnapshotTable
+from streamapp.transactions import PartitionTransaction, Transactions
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,22 @@ class GapError(RuntimeError):
 Emit = Callable[[str, int, bytes | None, bytes | None, list[tuple[str, bytes]] | None], Awaitable[None]]
 
 
+class Sink(Protocol):
+    """Where one batch's outputs go: straight to the producer (at least once), or into the
+    partition's open transaction (exactly once)."""
+
+    @property
+    def exactly_once(self) -> bool:
+        """Outputs of offsets an earlier owner scored are visible already: replay them silently."""
+
+    @property
+    def emit(self) -> Emit: ...
+
+    def outbox(self, topic: str, partition: int) -> Outbox: ...
+
+    def cover(self, offset: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class Outputs:
     """Where the processor's results go: the worker's Kafka clients, or lists in a test."""
@@ -68,6 +86,13 @@ class Outputs:
     seek: Callable[[TP, int], Awaitable[None]]
     #: waits until everything produced so far is acknowledged by the broker
     flush: Callable[[], Awaitable[None]]
+    #: with STREAMAPP_PROCESSING_GUARANTEE=exactly_once, the partitions' transactions
+    transactions: Transactions | None = None
+
+    exactly_once = False
+
+    def cover(self, offset: int) -> None:
+        """At least once, the consumer commits the offsets (Processor.handle_batch returns them)."""
 
 
 @dataclass
@@ -157,6 +182,7 @@ class Processor:
         #: replay after a rewind reaches them (see rewind)
         self.poisoned: dict[int, dict[int, str]] = {}
         self._seeks: set[asyncio.Future[None]] = set()
+        self.transactions = outputs.transactions
 
     @classmethod
     def from_settings(cls, settings: Settings, table: SnapshotTable, outputs: Outputs) -> Processor:
@@ -174,12 +200,17 @@ class Processor:
     def keep_only(self, partitions: set[int]) -> None:
         """After a rebalance: forget the states of partitions this worker no longer owns."""
         for partition in set(self.states) - partitions:
-            del self.states[partition]
-            self.timings.pop(partition, None)
-            self.gaps.forget(partition)
-            self.poisoned.pop(partition, None)  # the next owner finds them again, in its replay
+            self.release(partition)
             log.info("partition %d: revoked, state released", partition)
         self.store.forget(partitions)
+
+    def release(self, partition: int) -> None:
+        """Forget the partition's state: its next owner (this worker again, perhaps) recovers it
+        from its snapshot."""
+        self.states.pop(partition, None)
+        self.timings.pop(partition, None)
+        self.gaps.forget(partition)
+        self.poisoned.pop(partition, None)  # the next owner finds them again, in its replay
 
     def state_for(self, partition: int) -> PartitionState:
         """The live state; recovery normally placed it, else load it as recovery would."""
@@ -222,33 +253,88 @@ class Processor:
         self, tp: TP, batch: Sequence[ConsumerRecord], still_ours: Callable[[], bool]
     ) -> int | None:
         """The records of one partition from one fetch, in offset order; returns the offset of
-        the last event the model has applied (None before its first), which may be committed."""
+        the last event the model has applied (None before its first), which the consumer may
+        commit. With exactly_once, None: the partition's transaction commits the offsets."""
         if not still_ours():
             return None  # fetched before a rebalance: loading its state would resurrect it here
+        if self.transactions is None:
+            return await self._handle_records(tp, batch, still_ours, self.outputs)
+        txn = self.transactions.get(tp.partition)
+        if txn is None or not txn.ready:
+            return None  # not claimed yet, or lost with a failed transaction: a claim positions it
+        async with txn.lock:
+            if txn.ready:
+                await self._handle_in_transaction(txn, tp, batch, still_ours)
+        return None
+
+    async def _handle_in_transaction(
+        self,
+        txn: PartitionTransaction,
+        tp: TP,
+        batch: Sequence[ConsumerRecord],
+        still_ours: Callable[[], bool],
+    ) -> None:
+        """The batch's outputs join the partition's transaction, which commits when it has been
+        open for STREAMAPP_TRANSACTION_INTERVAL or a snapshot is due: a snapshot must never be
+        ahead of the committed offset (see streamapp/transactions.py)."""
+        assert self.transactions is not None
+        try:
+            await self._handle_records(tp, batch, still_ours, txn)
+        except GapError:
+            raise  # stops the worker (application.subscribe)
+        except Exception as exc:  # the producer failed or was fenced: the transaction is lost
+            await self.transactions.fail(txn, exc)
+            return
+        state = self.states.get(tp.partition)
+        if state is None:
+            return
+        now = time.time()
+        snapshot = state.runtime.snapshot_now or self._snapshot_due(state, now)
+        if not (snapshot or txn.due(self.settings.transaction_interval)):
+            return
+        if await self.transactions.commit(txn) and snapshot:
+            await self._snapshot(state, now)
+
+    async def _handle_records(
+        self, tp: TP, batch: Sequence[ConsumerRecord], still_ours: Callable[[], bool], sink: Sink
+    ) -> int | None:
         state = self.state_for(tp.partition)
         timing = self.timings.setdefault(tp.partition, Timing())
-        predictions = self.outputs.outbox(self.settings.predictions_topic, tp.partition)
+        predictions = sink.outbox(self.settings.predictions_topic, tp.partition)
         for record in batch:
             if not still_ours():
                 break  # a rebalance: the partition's next owner resumes at its model's offset
-            if not await self.handle(state, timing, tp, record, predictions):
+            if not await self.handle(state, timing, tp, record, predictions, sink):
                 await predictions.send()
                 return None  # the offset committed so far still covers what was emitted
         await predictions.send()
         return state.offset if state.runtime.positioned else None
 
+    async def lose(self, partition: int) -> None:
+        """The partition's transaction failed: its state learned events whose outputs were
+        aborted, so it goes; the next claim recovers the partition from its snapshot."""
+        self.release(partition)
+
     async def handle(
-        self, state: PartitionState, timing: Timing, tp: TP, record: ConsumerRecord, predictions: Outbox
+        self,
+        state: PartitionState,
+        timing: Timing,
+        tp: TP,
+        record: ConsumerRecord,
+        predictions: Outbox,
+        sink: Sink | None = None,
     ) -> bool:
         """One record: applied to the partition, or sent to the dead-letter topic with the reason
-        (no exception escapes: it would stop the worker, and every worker it moved to). False
-        when the partition was rewound before it: the rest of its batch is stale."""
+        (no exception escapes but the producer's: it would stop the worker, and every worker it
+        moved to). False when the partition was rewound before it: the rest of its batch is stale."""
+        out: Sink = self.outputs if sink is None else sink
         received = time.time()
         produced = record.timestamp / 1000 if record.timestamp else received
         message = self.read(tp, record, produced)
         outcome = state.apply(record.offset, message, produced, self._rollback_source)
         if isinstance(outcome, Scored):  # the common case first
-            await self._emit_prediction(timing, tp, record, predictions, outcome, received, produced)
+            if not (outcome.replayed and out.exactly_once):
+                await self._emit_prediction(timing, tp, record, predictions, outcome, received, produced)
         elif isinstance(outcome, Skipped):
             return True
         elif isinstance(outcome, Gap):
@@ -258,16 +344,22 @@ class Processor:
         elif isinstance(outcome, Poisoned):
             self.rewind(state, tp, record.offset, outcome.reason)
             return False
-        elif isinstance(outcome, DeadLetter):
-            await self._dead_letter(tp, record, outcome.reason)
+        elif isinstance(outcome, DeadLetter) and not (
+            out.exactly_once and record.offset < state.runtime.replay_until
+        ):
+            await self._dead_letter(out, tp, record, outcome.reason)
+        out.cover(record.offset)
         self.gaps.progressed(tp.partition)
         poisoned = self.poisoned.get(tp.partition)
         if poisoned:
             poisoned.pop(record.offset, None)  # dead-lettered now: its poison is spent
         if isinstance(outcome, Controlled) and outcome.rolled_back:
-            await self._snapshot(state, time.time())  # recovery then starts after the rollback
-        else:
-            await self._maybe_snapshot(state)
+            state.runtime.snapshot_now = True  # recovery then starts after the rollback
+        if out.exactly_once:
+            return True  # snapshots wait for the transaction's commit (_handle_in_transaction)
+        now = time.time()
+        if state.runtime.snapshot_now or self._snapshot_due(state, now):
+            await self._snapshot(state, now)
         return True
 
     def read(self, tp: TP, record: ConsumerRecord, at: float) -> Message:
@@ -330,11 +422,9 @@ class Processor:
         await predictions.add(record.key, records.encode(prediction))
         timing.observe(scored, times, prediction.get("alert", False))
 
-    async def _dead_letter(self, tp: TP, record: ConsumerRecord, reason: str) -> None:
+    async def _dead_letter(self, sink: Sink, tp: TP, record: ConsumerRecord, reason: str) -> None:
         headers = records.deadletter_headers(reason, tp.topic, tp.partition, record.offset)
-        await self.outputs.emit(
-            self.settings.deadletter_topic, tp.partition, record.key, record.value, headers
-        )
+        await sink.emit(self.settings.deadletter_topic, tp.partition, record.key, record.value, headers)
         log.warning("partition %d offset %d: dead letter: %s", tp.partition, record.offset, reason)
 
     def _seek_back(self, tp: TP, offset: int) -> None:
@@ -346,14 +436,10 @@ class Processor:
 
     # -- snapshots -------------------------------------------------------------------------------
 
-    async def _maybe_snapshot(self, state: PartitionState) -> None:
-        now = time.time()
-        every_events, every_seconds = (
-            self.settings.snapshot_every_events,
-            self.settings.snapshot_every_seconds,
-        )
-        if state.runtime.snapshot_due(state.partition, every_events, every_seconds, now):
-            await self._snapshot(state, now)
+    def _snapshot_due(self, state: PartitionState, now: float) -> bool:
+        settings = self.settings
+        every_events, every_seconds = settings.snapshot_every_events, settings.snapshot_every_seconds
+        return state.runtime.snapshot_due(state.partition, every_events, every_seconds, now)
 
     async def _snapshot(self, state: PartitionState, now: float) -> None:
         """Write the partition's state; a snapshot that cannot be made or written is counted and

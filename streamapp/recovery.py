@@ -31,6 +31,7 @@ from faust.types import TP, TableT, TopicT
 from streamapp import seam
 from streamapp.consumer import BatchConsumer
 from streamapp.partition import PartitionState
+from streamapp.transactions import FENCED
 
 if TYPE_CHECKING:
     from streamapp.processor import Processor
@@ -56,6 +57,29 @@ class ConsumerOffsets(Protocol):
     async def seek_wait(self, partitions: Mapping[TP, int]) -> None: ...
 
 
+class OnePartition:
+    """The consumer's offsets of one partition, for recovering it alone (after a transaction
+    failed): reading its committed offset moves no partition."""
+
+    def __init__(self, consumer: BatchConsumer, tp: TP) -> None:
+        self.consumer, self.tp = consumer, tp
+
+    async def seek_to_committed(self) -> Mapping[TP, int | None]:
+        return {self.tp: await self.consumer.committed_offset(self.tp)}
+
+    async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]:
+        return await self.consumer.earliest_offsets(*partitions)
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        return await self.consumer.highwaters(*partitions)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        raise AssertionError("a partition recovered alone is never rewound by a commit")
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        await cast(ConsumerOffsets, self.consumer).seek_wait(partitions)
+
+
 class StateSource(Protocol):
     def state_for_recovery(self, partition: int) -> tuple[PartitionState, str]: ...
 
@@ -63,9 +87,14 @@ class StateSource(Protocol):
 
 
 async def resume_at_model_offsets(
-    processor: StateSource, consumer: ConsumerOffsets, actives: Iterable[TP]
+    processor: StateSource, consumer: ConsumerOffsets, actives: Iterable[TP], rewind_commit: bool = True
 ) -> dict[int, tuple[int | None, int]]:
-    """Rewind each active source partition to its model; returns {partition: (committed, resume)}."""
+    """Rewind each active source partition to its model; returns {partition: (committed, resume)}.
+
+    `rewind_commit`: commit the model's offset where the committed one is ahead, so that Faust's
+    seek to the committed offsets lands there. Not with exactly_once: there the committed offset
+    says which outputs are visible, and the consumer holds the model's position instead
+    (BatchConsumer.seek_to_committed)."""
     tps = sorted(actives)
     if not tps:
         return {}
@@ -115,7 +144,7 @@ async def resume_at_model_offsets(
         recovered(state, now, source, behind, resume)
         plan[tp.partition] = (behind, resume)
         positions[tp] = resume
-        if behind != resume:
+        if behind != resume and rewind_commit:
             commits[tp] = resume
         log.info(
             "partition %d: recovered from %s at offset %d; committed %s, resuming at %d%s",
@@ -201,6 +230,10 @@ class Rebalance:
     ) -> None:
         self.app, self.processor, self.sources, self.snapshots = app, processor, sources, snapshots
         self.outputs = outputs  # the predictions and dead-letter topics
+        self.transactions = processor.transactions
+        self.reclaims: set[asyncio.Task[None]] = set()
+        if self.transactions is not None:
+            self.transactions.on_failure = self.transaction_failed
 
     async def on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         """Before any event flows: create the output topics with P partitions rather than let
@@ -216,7 +249,10 @@ class Rebalance:
             self.processor.keep_only({tp.partition for tp in actives})
             # ConsumerT's stubs omit _commit and seek_to_committed, which the consumer has.
             consumer = cast(ConsumerOffsets, self.app.consumer)
-            await resume_at_model_offsets(self.processor, consumer, actives)
+            if self.transactions is None:
+                await resume_at_model_offsets(self.processor, consumer, actives)
+            else:
+                await self.resume_in_transactions(actives)
             # The changelog of an active partition has nothing more to give: this worker writes
             # it. Fetched anyway, its records (our own snapshots) stalled fetches (measured: 100
             # ms per partition after its first snapshot; p99 latency 115 -> 30 ms, HT at 7,000/s).
@@ -233,6 +269,55 @@ class Rebalance:
             # Faust runs recover callbacks under asyncio.wait, which would swallow this.
             log.exception("streamapp: recovery failed, stopping the worker")
             await self.app.crash(exc)
+
+    async def resume_in_transactions(self, actives: set[TP]) -> None:
+        """exactly_once: claim each partition's transactional id first (it fences the earlier
+        owner, whose open transaction is aborted or completed), then read the committed offsets,
+        which no zombie can move any more; outputs are emitted from there on."""
+        assert self.transactions is not None
+        await self.transactions.claim(actives)
+        consumer = cast(ConsumerOffsets, self.app.consumer)
+        plan = await resume_at_model_offsets(self.processor, consumer, actives, rewind_commit=False)
+        for tp in actives:
+            committed, resume = plan[tp.partition]
+            txn = self.transactions.get(tp.partition)
+            if txn is not None:
+                txn.start_at(max(committed or 0, resume))
+        cast(BatchConsumer, self.app.consumer).held = set(actives)
+
+    def model_positions(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """Where each held partition's consumer belongs: right after its model's offset."""
+        states = self.processor.states
+        return {tp: states[tp.partition].offset + 1 for tp in tps if tp.partition in states}
+
+    async def transaction_failed(self, partition: int, exc: BaseException) -> None:
+        """A partition's transaction failed: its state goes. Fenced, another worker holds the
+        partition and the rebalance that tells this one is coming; otherwise (a broker that went
+        away, say) the partition is claimed again after a session timeout, if it is still ours."""
+        await self.processor.lose(partition)
+        if isinstance(exc, FENCED):
+            return
+        task = asyncio.ensure_future(self.reclaim(partition, self.app.consumer_generation_id))
+        self.reclaims.add(task)
+        task.add_done_callback(self.reclaims.discard)
+
+    async def reclaim(self, partition: int, generation: int) -> None:
+        assert self.transactions is not None
+        await asyncio.sleep(self.processor.settings.session_timeout)
+        topic = self.sources.source_topic(partition)
+        if topic is None or self.app.rebalancing or self.app.consumer_generation_id != generation:
+            return  # a rebalance came: its recovery claims what this worker holds now
+        tp = TP(topic, partition)
+        try:
+            txn = await self.transactions.reclaim(tp)
+            one = OnePartition(cast(BatchConsumer, self.app.consumer), tp)
+            plan = await resume_at_model_offsets(self.processor, one, [tp], rewind_commit=False)
+            committed, resume = plan[partition]
+            txn.start_at(max(committed or 0, resume))
+            log.warning("partition %d: claimed again after its transaction failed", partition)
+        except Exception:
+            log.exception("partition %d: could not claim it again; stopping the worker", partition)
+            await self.app.crash(RuntimeError(f"partition {partition}: transactional id not claimed"))
 
     def lag(self, partition: int) -> int | None:
         """Events of the source partition not yet applied, from the consumer's last fetch."""

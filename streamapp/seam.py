@@ -72,6 +72,13 @@ class ConsumerSeam(faust_aiokafka.Consumer):
         ours = self.next_offset(tp)
         return ours if ours is not None else super()._new_offset(tp)
 
+    async def committed_offset(self, tp: TP) -> int | None:
+        """The group's committed offset of `tp`, read from the broker, without seeking (Faust's
+        seek_to_committed moves every partition)."""
+        consumer = self._thread._ensure_consumer()
+        committed = await self._thread.call_thread(consumer.committed, TopicPartition(tp.topic, tp.partition))
+        return cast(int | None, committed)
+
     async def pause_in_client(self, tps: Iterable[TP]) -> None:
         """Pause partitions in aiokafka itself (Faust's pause only filters what it hands on);
         Faust keeps its aiokafka consumer, and the thread that owns it, private."""
@@ -101,6 +108,15 @@ class AppSeam(faust.App):
 
 
 # -- Faust's producer and tables -------------------------------------------------------------------
+
+
+class IdempotentProducer(faust_aiokafka.Producer):
+    """Faust's aiokafka producer, idempotent: a retried send after a broker or leader change
+    never writes a record twice. Faust sets idempotence only for its own exactly-once mode and
+    has no setting for it; its private `_settings_extra` is where it does."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
 def aiokafka_producer(producer: ProducerT) -> AIOKafkaProducer:

@@ -336,6 +336,19 @@ class Settings:
     session_timeout: float = _setting(
         "10", _positive_float, "Seconds before the group gives a silent worker's partitions to others."
     )
+    processing_guarantee: str = _setting(
+        "at_least_once",
+        _choice(("at_least_once", "exactly_once")),
+        "exactly_once: predictions, dead letters and source offsets commit in one Kafka transaction "
+        "per partition (read them with isolation.level=read_committed); at_least_once: a crash can "
+        "repeat some, marked replayed.",
+    )
+    transaction_interval: float = _setting(
+        "0.1",
+        _positive_float,
+        "With exactly_once: seconds a partition's transaction stays open at most; its outputs are "
+        "visible to read_committed consumers once it commits.",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -21,7 +21,15 @@ import orjson
 
 from streamapp import datasets, models, records
 from streamapp.settings import Settings
-from tests.integration.cluster import ROOT, Worker, end_offsets, read_topic, start_all, wait_for
+from tests.integration.cluster import (
+    ROOT,
+    Worker,
+    committed_offsets,
+    end_offsets,
+    read_topic,
+    start_all,
+    wait_for,
+)
 from tests.oracle import river_on_log
 
 PROBES = [s.x for s in datasets.load("card", seed=7, limit=40)]
@@ -114,8 +122,10 @@ def river_on_partition(
     return river_on_log(docs, models.resolve(model).build, ["rocauc", "accuracy"])
 
 
-def assert_exact(cluster: Cluster, settings: Settings, timeout: float = 180) -> None:
-    """Every partition: all its events learned once, in order, as River learns them offline."""
+def assert_exact(cluster: Cluster, settings: Settings, timeout: float = 180) -> dict[int, dict[int, int]]:
+    """Every partition: all its events learned once, in order, as River learns them offline.
+    Returns {partition: {offset: copies}} of the prediction records a consumer of the guarantee's
+    isolation level reads (read_committed with exactly_once)."""
     partitions = settings.partitions
     ends = end_offsets(settings.events_topic, partitions)
 
@@ -126,9 +136,17 @@ def assert_exact(cluster: Cluster, settings: Settings, timeout: float = 180) -> 
         )
 
     wait_for("every partition to apply every event", caught_up, timeout, cluster.logs)
+    if settings.processing_guarantee == "exactly_once":
+        # The outputs of the last events become visible when their transaction commits.
+        def visible() -> bool:
+            committed = committed_offsets(settings.app_id, settings.events_topic)
+            return all(committed.get(p, 0) == end for p, end in ends.items())
+
+        wait_for("the last transactions to commit", visible, 30, cluster.logs)
     served = cluster.served()
     predictions: dict[int, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for recs in read_topic(settings.predictions_topic, partitions).values():
+    isolation = "read_committed" if settings.processing_guarantee == "exactly_once" else "read_uncommitted"
+    for recs in read_topic(settings.predictions_topic, partitions, isolation).values():
         for rec in recs:
             doc = orjson.loads(rec.value)
             predictions[doc["partition"]][doc["offset"]].append(doc)
@@ -163,11 +181,12 @@ def assert_exact(cluster: Cluster, settings: Settings, timeout: float = 180) -> 
             f"{where}: the served model is not River's model trained offline on the sub-stream"
         )
 
-        # At least once: every event has a prediction, and every copy is River's own at that step.
+        # Every event has a prediction, and every copy is River's own at that step.
         assert set(predictions[partition]) == set(river), where
         for offset, docs_at in predictions[partition].items():
             for doc in docs_at:
                 assert doc["proba"] == as_json(river[offset]), f"{where} offset {offset}"
+    return {p: {o: len(copies) for o, copies in at.items()} for p, at in predictions.items()}
 
 
 def run_stream(

@@ -39,6 +39,7 @@ def parameters(function: Any) -> list[str]:
         (seam.ConsumerSeam._commit_offsets, faust_aiokafka.Consumer._commit_offsets),
         (seam.ConsumerSeam._new_offset, faust_aiokafka.Consumer._new_offset),
         (seam.AppSeam._new_transport, faust.App._new_transport),
+        (seam.IdempotentProducer._settings_extra, faust_aiokafka.Producer._settings_extra),
         (aioweb.AppRunner._make_server, aioweb.BaseRunner._make_server),
     ],
     ids=lambda f: getattr(f, "__qualname__", str(f)),
@@ -53,6 +54,8 @@ def test_every_private_name_the_seam_uses_still_exists() -> None:
     assert callable(faust_aiokafka.AIOKafkaConsumerThread.call_thread)
     assert "self._thread" in inspect.getsource(faust_aiokafka.Consumer)
     assert callable(faust_aiokafka.Producer._ensure_producer)
+    # Faust merges _settings_extra last into its aiokafka producer's arguments
+    assert "**self._settings_extra()" in inspect.getsource(faust_aiokafka.Producer._new_producer)
     assert isinstance(faust_streams._current_event, contextvars.ContextVar)
     assert "self._runner: AppRunner = AppRunner(" in inspect.getsource(AiohttpWeb.__init__)
     server = inspect.getsource(Server.__init__)
@@ -61,3 +64,14 @@ def test_every_private_name_the_seam_uses_still_exists() -> None:
     assert callable(base.Estimator._get_params)
     assert seam.model_memory_bytes(tree.HoeffdingTreeClassifier()) > 0
     assert seam.model_parameters(tree.HoeffdingTreeClassifier(max_depth=3))["max_depth"] == 3
+
+
+def test_every_producer_of_the_worker_waits_for_all_replicas_and_is_idempotent() -> None:
+    from streamapp.application import create_app
+    from streamapp.settings import Settings
+    from tests import TEST_SIGNING_KEY
+
+    app = create_app(Settings.from_env({"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY}))
+    for producer in (app.producer, app.output_producer):  # type: ignore[attr-defined]
+        extra = producer._settings_extra()
+        assert extra["enable_idempotence"] is True and extra["acks"] == "all"
