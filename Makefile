@@ -33,7 +33,7 @@ test: install browser
 	@tools/with_kafka.sh $(BIN)/python -m pytest
 
 # streamapp against River's own loop and the paper's plain consumer loop; writes bench/RESULTS.md.
-# QUICK=1: a short run (under 3 minutes); SOAK=20m: also hold 70% of the maximum for 20 minutes.
+# QUICK=1: a short run (about 4 minutes); SOAK=20m: also hold 70% of the maximum for 20 minutes.
 bench: install
 	@tools/with_kafka.sh $(BIN)/python -m bench.run $(if $(QUICK),--quick) $(if $(SOAK),--soak $(SOAK))
 

@@ -10,16 +10,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+#: one colour per implementation, in bench.run.IMPLEMENTATIONS' order
+COLOURS = ["#888888", "#4c72b0", "#55a868", "#dd8452", "#c44e52", "#f2b880", "#e8a0a2"]
+
 
 def throughput(results: dict[str, Any], names: list[str], path: Path) -> None:
-    """Grouped bars per model; each bar labelled with its ratio to the limit."""
+    """Grouped bars per model, for the implementations it ran (the first, the limit, always);
+    each bar labelled with its ratio to the limit."""
     models = list(results)
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 4.4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        values = [results[model].throughput[n] for n in names]
-        bars = ax.bar(
-            range(len(names)), values, color=["#888888", "#4c72b0", "#55a868", "#dd8452", "#c44e52"]
-        )
+        ran = [n for n in names if n in results[model].throughput]
+        values = [results[model].throughput[n] for n in ran]
+        colours = [COLOURS[names.index(n) % len(COLOURS)] for n in ran]
+        bars = ax.bar(range(len(ran)), values, color=colours)
         limit = values[0]
         for bar, value in zip(bars, values, strict=True):
             ax.annotate(
@@ -29,8 +33,8 @@ def throughput(results: dict[str, Any], names: list[str], path: Path) -> None:
                 va="bottom",
                 fontsize=8,
             )
-        labels = [n.replace(" ", "\n", 1) for n in names]
-        ax.set_xticks(range(len(names)), labels, fontsize=7)
+        labels = [n.replace(" ", "\n", 1).replace(", ", "\n") for n in ran]
+        ax.set_xticks(range(len(ran)), labels, fontsize=7)
         ax.set_title(model, fontsize=10)
         ax.set_ylabel("events/s")
     fig.suptitle("Throughput (ratio to River's own loop in memory)")
@@ -40,14 +44,15 @@ def throughput(results: dict[str, Any], names: list[str], path: Path) -> None:
 
 
 def latency(results: dict[str, Any], path: Path) -> None:
-    """p50 / p99 / max end-to-end latency per model and load."""
+    """p50 / p99 / max end-to-end latency per model and load (bench.run.Latency)."""
     labels, p50, p99, peak = [], [], [], []
     for model, result in results.items():
-        for share, timings in result.latency.items():
-            labels.append(f"{model}\n{share:.0%}")
-            p50.append(timings.percentile(0.5) * 1000)
-            p99.append(timings.percentile(0.99) * 1000)
-            peak.append(max(timings.latencies) * 1000)
+        for run in result.latency:
+            load = run.label.replace(" of its maximum", " of its max").replace(", ", "\n")
+            labels.append(f"{model}\n{load}")
+            p50.append(run.timings.percentile(0.5) * 1000)
+            p99.append(run.timings.percentile(0.99) * 1000)
+            peak.append(max(run.timings.latencies) * 1000)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 4))
     width = 0.27
     xs = range(len(labels))
@@ -59,7 +64,11 @@ def latency(results: dict[str, Any], path: Path) -> None:
     ax.set_xticks(list(xs), labels, fontsize=8)
     ax.axhline(50, color="grey", linestyle="--", linewidth=0.8)
     ax.legend()
-    ax.set_title("End-to-end latency, one worker, at 50% and 80% of its maximum")
+    ax.set_title(
+        "End-to-end latency, one worker, at 50% and 80% of its maximum\n"
+        "(exactly once: until visible to read_committed consumers)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,21 +8,27 @@ prediction) on the same card transactions in 8 partitions, by:
   plain loop  the paper's design: an aiokafka consumer loop, models in memory, one process
   quix        the peer framework: Quix Streams, its RocksDB state and checkpointing on
   streamapp   1 worker and 2 workers, snapshots on at their defaults
+  streamapp   the same, exactly once (STREAMAPP_PROCESSING_GUARANTEE=exactly_once), for the models
+              of EXACTLY_ONCE_MODELS, each right after the same at-least-once run: its cost as a ratio
 Then streamapp's end-to-end latency at 50% and 80% of its measured maximum with an open-loop
-producer, its snapshot overhead, and optionally a soak at 70% of the maximum. Results go to
-bench/RESULTS.md and bench/*.png; measurements come from the output topics (bench/measure.py).
+producer (exactly once: at the 50% rate and at half its own maximum), its snapshot overhead, and
+optionally a soak at 70% of the maximum. Results go to bench/RESULTS.md and bench/*.png;
+measurements come from the output topics (bench/measure.py); exactly-once outputs count when a
+read_committed consumer can see them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,14 +45,28 @@ PARTITIONS = 8
 MODELS = ("hoeffding_tree", "half_space_trees", "adaptive_random_forest")
 OUT = ROOT / "bench"
 PEERS = {"plain loop": "bench.plain_loop", "quix streams": "bench.quix_app"}
-IMPLEMENTATIONS = ["limit", "plain loop", "quix streams", "streamapp 1 worker", "streamapp 2 workers"]
+AT_LEAST_ONCE = ["streamapp 1 worker", "streamapp 2 workers"]
+EXACTLY_ONCE = ["streamapp 1 worker, exactly once", "streamapp 2 workers, exactly once"]
+IMPLEMENTATIONS = ["limit", "plain loop", "quix streams", *AT_LEAST_ONCE, *EXACTLY_ONCE]
+#: the order of the runs: each exactly-once run right after its at-least-once counterpart
+RUNS = ["plain loop", "quix streams", AT_LEAST_ONCE[0], EXACTLY_ONCE[0], AT_LEAST_ONCE[1], EXACTLY_ONCE[1]]
+#: the models run exactly once too: a transaction costs per output and per commit, not per model,
+#: so the fast tree and the slow forest bound it; HalfSpaceTrees runs at the tree's speed
+EXACTLY_ONCE_MODELS = ("hoeffding_tree", "adaptive_random_forest")
+
+
+@dataclass(frozen=True)
+class Latency:
+    label: str  # the load: "50%" (of one worker's measured maximum), "50%, exactly once"...
+    rate: float  # events/s
+    timings: measure.Timings
 
 
 @dataclass
 class Result:
     throughput: dict[str, float] = field(default_factory=dict)  # implementation -> events/s
     memory: dict[str, float] = field(default_factory=dict)  # implementation -> peak MB per process
-    latency: dict[float, measure.Timings] = field(default_factory=dict)  # share of max -> timings
+    latency: list[Latency] = field(default_factory=list)
     snapshots_off: float = 0.0  # one worker's events/s with snapshots off (0: not measured)
 
 
@@ -68,6 +88,10 @@ def fresh_env(model: str, **extra: str) -> dict[str, str]:
     return env
 
 
+def exactly_once_env(model: str, **extra: str) -> dict[str, str]:
+    return fresh_env(model, processing_guarantee="exactly_once", **extra)
+
+
 def feed(env: dict[str, str], events: int, rate: float = 0) -> None:
     """Produce the card events (as fast as possible by default: ~70k/s, above any consumer)."""
     asyncio.run(producer.produce(Settings.from_env(env), "card", rate=rate, limit=events, progress=False))
@@ -86,19 +110,41 @@ def start_workers(env: dict[str, str], count: int, root: Path) -> list[Worker]:
     return workers
 
 
+@contextlib.contextmanager
+def visibility(settings: Settings) -> Iterator[measure.Visibility | None]:
+    """With exactly_once, when the predictions become visible to read_committed consumers."""
+    if settings.processing_guarantee != "exactly_once":
+        yield None
+        return
+    with measure.Visibility(settings.predictions_topic, PARTITIONS) as visible:
+        yield visible
+
+
+def wait_for_outputs(
+    settings: Settings, events: int, timeout: float, visible: measure.Visibility | None
+) -> None:
+    """Until the workers' predictions of `events` events are all there (committed, exactly once)."""
+    if visible is None:
+        measure.wait_for_count(settings.predictions_topic, PARTITIONS, events, timeout)
+    else:
+        topic, group = settings.events_topic, settings.app_id
+        measure.wait_for_committed(group, topic, PARTITIONS, events, timeout, visible)
+
+
 def run_workers(env: dict[str, str], count: int, events: int, timeout: float) -> tuple[float, float]:
     """(events/s, peak MB of the largest worker) of `count` streamapp workers."""
     settings = Settings.from_env(env)
     with tempfile.TemporaryDirectory() as tmp:
         workers = start_workers(env, count, Path(tmp))
         try:
-            feed(env, events)
-            measure.wait_for_count(settings.predictions_topic, PARTITIONS, events, timeout)
+            with visibility(settings) as visible:
+                feed(env, events)
+                wait_for_outputs(settings, events, timeout, visible)
             memory = max(measure.peak_rss_mb(w.proc.pid) for w in workers if w.proc)
         finally:
             for worker in workers:
                 worker.stop()
-    timings = measure.timings(settings.predictions_topic, settings.events_topic, PARTITIONS)
+    timings = measure.timings(settings.predictions_topic, settings.events_topic, PARTITIONS, visible)
     return timings.throughput, memory
 
 
@@ -125,19 +171,29 @@ def run_process(module: str, env: dict[str, str], events: int, timeout: float) -
     return timings.throughput, memory
 
 
-def latency(model: str, rate: float, seconds: float) -> measure.Timings:
+def latency(model: str, rate: float, seconds: float, exactly_once: bool = False) -> measure.Timings:
     """One worker, ready, fed by an open-loop producer at `rate` events/s."""
     events = int(rate * seconds)
-    env = fresh_env(model)
+    env = exactly_once_env(model) if exactly_once else fresh_env(model)
     settings = Settings.from_env(env)
     with tempfile.TemporaryDirectory() as tmp:
         (worker,) = start_workers(env, 1, Path(tmp))
         try:
-            feed(env, events, rate)
-            measure.wait_for_count(settings.predictions_topic, PARTITIONS, events, seconds + 120)
+            with visibility(settings) as visible:
+                feed(env, events, rate)
+                wait_for_outputs(settings, events, seconds + 120, visible)
         finally:
             worker.stop()
-    return measure.timings(settings.predictions_topic, settings.events_topic, PARTITIONS)
+    return measure.timings(settings.predictions_topic, settings.events_topic, PARTITIONS, visible)
+
+
+def print_latency(run: Latency) -> None:
+    timings = run.timings
+    print(
+        f"  latency at {run.label} ({run.rate:,.0f}/s): p50 {timings.percentile(0.5) * 1000:.1f} ms, "
+        f"p99 {timings.percentile(0.99) * 1000:.1f} ms, max {max(timings.latencies) * 1000:.1f} ms",
+        flush=True,
+    )
 
 
 def machine() -> str:
@@ -156,7 +212,7 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small runs, under 3 minutes")
+    parser.add_argument("--quick", action="store_true", help="small runs, about 4 minutes")
     parser.add_argument("--soak", default="", help="also hold 70%% of the maximum rate this long: 20m, 90s")
     args = parser.parse_args()
     sizes = (
@@ -173,27 +229,33 @@ def main() -> None:
         result.throughput["limit"] = limit(model, events)
         print(f"  limit (River in memory): {result.throughput['limit']:,.0f} events/s", flush=True)
         timeout = events / 200 + 300
-        for name in IMPLEMENTATIONS[1:]:
-            env = fresh_env(model)
+        for name in RUNS:
+            exactly_once = name in EXACTLY_ONCE
+            if exactly_once and model not in EXACTLY_ONCE_MODELS:
+                continue
+            env = exactly_once_env(model) if exactly_once else fresh_env(model)
             if name in PEERS:
                 throughput, memory = run_process(PEERS[name], env, events, timeout)
             else:
-                throughput, memory = run_workers(env, 1 if name.endswith("1 worker") else 2, events, timeout)
+                throughput, memory = run_workers(env, 1 if "1 worker" in name else 2, events, timeout)
             result.throughput[name], result.memory[name] = throughput, memory
             print(f"  {name}: {throughput:,.0f} events/s, peak {memory:.0f} MB", flush=True)
         if not args.quick:
             off = fresh_env(model, snapshot_every_events="1000000000", snapshot_every_seconds="1e9")
             result.snapshots_off, _ = run_workers(off, 1, events, timeout)
             print(f"  snapshots off: {result.snapshots_off:,.0f} events/s", flush=True)
-        for share in (0.5, 0.8) if model == "hoeffding_tree" or not args.quick else ():
-            rate = share * result.throughput["streamapp 1 worker"]
-            timings = latency(model, rate, 5 if args.quick else 20)
-            result.latency[share] = timings
-            print(
-                f"  latency at {share:.0%} ({rate:,.0f}/s): p50 {timings.percentile(0.5) * 1000:.1f} ms, "
-                f"p99 {timings.percentile(0.99) * 1000:.1f} ms, max {max(timings.latencies) * 1000:.1f} ms",
-                flush=True,
-            )
+        one, one_eo = result.throughput["streamapp 1 worker"], result.throughput.get(EXACTLY_ONCE[0])
+        # (label, rate, exactly once): exactly once at the rate of the 50% row, and (not quick) at
+        # half its own maximum: the first overloads it when exactly once costs over half the throughput
+        loads = [("50%", 0.5 * one, False), ("80%", 0.8 * one, False)]
+        if one_eo is not None:
+            loads += [("50%, exactly once", 0.5 * one, True)]
+            if not args.quick:
+                loads += [("50% of its maximum, exactly once", 0.5 * one_eo, True)]
+        for label, rate, exactly_once in loads if model == "hoeffding_tree" or not args.quick else ():
+            timings = latency(model, rate, 5 if args.quick else 20, exactly_once)
+            result.latency.append(Latency(label, rate, timings))
+            print_latency(result.latency[-1])
     failover = {} if args.quick else {sig: measure_failover(sig) for sig in ("KILL", "TERM")}
     soak_lines: list[str] = []
     if args.soak:
@@ -221,29 +283,36 @@ def write_results(
 ) -> str:
     """bench/RESULTS.md and the plots; returns the main table."""
     names = IMPLEMENTATIONS
+    (one, two), (one_eo, two_eo) = AT_LEAST_ONCE, EXACTLY_ONCE
+    # (column, numerator, denominator)
+    ratios = [
+        ("1 worker / limit", one, "limit"),
+        ("2 workers / 1 worker", two, one),
+        ("exactly once / at least once, 1 worker", one_eo, one),
+        ("exactly once / at least once, 2 workers", two_eo, two),
+    ]
     lines = [
-        "| model | events | " + " | ".join(names) + " | 1 worker / limit | 2 workers / 1 worker |",
-        "|---|---|" + "---|" * (len(names) + 2),
+        "| model | events | " + " | ".join(names) + " | " + " | ".join(r[0] for r in ratios) + " |",
+        "|---|---|" + "---|" * (len(names) + len(ratios)),
     ]
     for model, result in results.items():
         t = result.throughput
-        cells = [f"{t[n]:,.0f}" for n in names]
-        lines.append(
-            f"| {model} | {sizes[model]:,} | "
-            + " | ".join(cells)
-            + f" | {t['streamapp 1 worker'] / t['limit']:.2f} | "
-            f"{t['streamapp 2 workers'] / t['streamapp 1 worker']:.2f} |"
-        )
+        cells = [f"{t[n]:,.0f}" if n in t else "-" for n in names]
+        cells += [f"{t[a] / t[b]:.2f}" if a in t and b in t else "-" for _, a, b in ratios]
+        lines.append(f"| {model} | {sizes[model]:,} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     memory = ["| model | " + " | ".join(names[1:]) + " |", "|---|" + "---|" * (len(names) - 1)]
     for model, result in results.items():
-        memory.append(f"| {model} | " + " | ".join(f"{result.memory[n]:.0f} MB" for n in names[1:]) + " |")
+        mb = result.memory
+        memory.append(
+            f"| {model} | " + " | ".join(f"{mb[n]:.0f} MB" if n in mb else "-" for n in names[1:]) + " |"
+        )
     latency = ["| model | load | events/s | p50 | p99 | max |", "|---|---|---|---|---|---|"]
     for model, result in results.items():
-        for share, timings in result.latency.items():
-            rate = share * result.throughput["streamapp 1 worker"]
+        for run in result.latency:
+            timings = run.timings
             latency.append(
-                f"| {model} | {share:.0%} | {rate:,.0f} | {timings.percentile(0.5) * 1000:.1f} ms | "
+                f"| {model} | {run.label} | {run.rate:,.0f} | {timings.percentile(0.5) * 1000:.1f} ms | "
                 f"{timings.percentile(0.99) * 1000:.1f} ms | {max(timings.latencies) * 1000:.1f} ms |"
             )
     overhead = ["| model | snapshots off | at defaults | cost |", "|---|---|---|---|"]
@@ -265,6 +334,13 @@ def write_results(
         "",
         "## Throughput (events/s)",
         "",
+        "Exactly once: STREAMAPP_PROCESSING_GUARANTEE=exactly_once at its default transaction "
+        "interval, each run right after the same at-least-once run; its predictions count "
+        "when a read_committed consumer can see them (their transaction committed), and the last "
+        "two columns are its cost, exactly-once over at-least-once throughput. "
+        f"Not run for {', '.join(m for m in MODELS if m not in EXACTLY_ONCE_MODELS)} "
+        "(as fast as the Hoeffding tree).",
+        "",
         table,
         "",
         "![throughput](throughput.png)",
@@ -276,7 +352,11 @@ def write_results(
         "## End-to-end latency, one worker, open-loop producer",
         "",
         "From the event's produce time to its prediction's produce time, at 50% and 80% of the "
-        "worker's measured maximum.",
+        "worker's measured maximum. Exactly once, at the rate of the 50% row and (full runs) at "
+        "half of its own measured maximum: to the time the prediction became visible to a read_committed "
+        "consumer, after its transaction committed (the last stable offset, read every "
+        f"{measure.VISIBILITY_POLL * 1000:.0f} ms). A rate above the exactly-once maximum builds "
+        "a backlog, whose latency grows with the length of the run.",
         "",
         "\n".join(latency),
         "",
