@@ -310,11 +310,6 @@ class Processor:
         await predictions.send()
         return state.offset if state.runtime.positioned else None
 
-    async def lose(self, partition: int) -> None:
-        """The partition's transaction failed: its state learned events whose outputs were
-        aborted, so it goes; the next claim recovers the partition from its snapshot."""
-        self.release(partition)
-
     async def handle(
         self,
         state: PartitionState,

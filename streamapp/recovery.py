@@ -294,7 +294,7 @@ class Rebalance:
         """A partition's transaction failed: its state goes. Fenced, another worker holds the
         partition and the rebalance that tells this one is coming; otherwise (a broker that went
         away, say) the partition is claimed again after a session timeout, if it is still ours."""
-        await self.processor.lose(partition)
+        self.processor.release(partition)  # it learned events whose outputs were aborted
         if isinstance(exc, FENCED):
             return
         task = asyncio.ensure_future(self.reclaim(partition, self.app.consumer_generation_id))

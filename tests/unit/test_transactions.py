@@ -158,7 +158,7 @@ class Worker:
 
         async def failed(partition: int, exc: BaseException) -> None:
             self.failed.append(exc)
-            await self.processor.lose(partition)
+            self.processor.release(partition)
 
         self.transactions.on_failure = failed
         outputs = Outputs(nothing, nothing, nothing, nothing, self.transactions)  # type: ignore[arg-type]
