@@ -108,7 +108,8 @@ class BatchConsumer(ConsumerSeam):
         """Faust seeks every partition to its committed offset after recovery (and whenever it
         fetches while the flow is stopped); a held partition goes to its model's position instead.
         With exactly_once the committed offset is the transactions' and must not be rewound to
-        the model's, so the position is the model's own (BatchApp.model_positions)."""
+        the model's, so the position is the model's own (BatchApp.model_positions). The answer
+        is still the committed offsets: recovery reads them here."""
         committed = await super().seek_to_committed()
         app = cast(BatchApp, self.app)
         if not self.held or app.model_positions is None:
@@ -117,7 +118,7 @@ class BatchConsumer(ConsumerSeam):
         moves = app.model_positions([tp for tp in self.held if tp in committed and tp in assigned])
         if moves:
             await self.seek_wait(moves)
-        return {**committed, **moves}
+        return committed
 
     def extra_commit_tps(self) -> Iterable[TP]:
         return self._next_offsets

@@ -275,6 +275,9 @@ class Rebalance:
         owner, whose open transaction is aborted or completed), then read the committed offsets,
         which no zombie can move any more; outputs are emitted from there on."""
         assert self.transactions is not None
+        # No partition is held while recovery runs: an earlier generation's would be moved by
+        # the seek that reads the committed offsets (the revocation does not always clear them).
+        cast(BatchConsumer, self.app.consumer).held = set()
         await self.transactions.claim(actives)
         consumer = cast(ConsumerOffsets, self.app.consumer)
         plan = await resume_at_model_offsets(self.processor, consumer, actives, rewind_commit=False)

@@ -113,3 +113,39 @@ def test_the_faust_consumer_still_has_what_recovery_calls() -> None:
 
     for name in ("_commit", "seek_to_committed", "earliest_offsets", "seek_wait", "pause_partitions"):
         assert callable(getattr(Consumer, name, None)), name
+
+
+async def test_a_held_partition_is_moved_to_its_model_but_its_committed_offset_is_read_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """exactly_once: after Faust's seek to the committed offsets, a held partition goes back to
+    its model's position; the committed offset recovery reads stays the group's (when a held
+    partition's model position came back instead, a back-to-back rebalance rewound the
+    transactions' committed offset and outputs were written twice)."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from streamapp.application import create_app
+    from streamapp.consumer import BatchConsumer
+    from streamapp.settings import Settings
+    from tests import TEST_SIGNING_KEY
+
+    tp = TP(TOPIC, 0)
+
+    async def committed(self: object) -> dict[TP, int]:
+        return {tp: 931}
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", committed)
+    app = create_app(Settings.from_env({"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY}))
+    consumer = app.consumer
+    assert isinstance(consumer, BatchConsumer)
+    seeks: list[Mapping[TP, int]] = []
+
+    async def seek_wait(partitions: Mapping[TP, int]) -> None:
+        seeks.append(partitions)
+
+    monkeypatch.setattr(consumer, "seek_wait", seek_wait)
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    app.model_positions = lambda tps: {t: 562 for t in tps}  # type: ignore[attr-defined]
+    consumer.held = {tp}
+    assert await consumer.seek_to_committed() == {tp: 931}
+    assert seeks == [{tp: 562}]
