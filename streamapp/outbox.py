@@ -32,11 +32,13 @@ class Outbox:
         topic: str,
         partition: int,
         on_delivery: Callable[[asyncio.Future[Any]], None],
+        track: Callable[[asyncio.Future[Any]], None] | None = None,
     ) -> None:
         self._producer = producer
         self._topic = topic
         self._partition = partition
         self._on_delivery = on_delivery
+        self._track = track  # given each batch's delivery future as it is handed over
         self._batch: Any = None
         self._opened = 0.0
 
@@ -63,3 +65,5 @@ class Outbox:
             return
         future = await self._producer.send_batch(batch, self._topic, partition=self._partition)
         future.add_done_callback(self._on_delivery)
+        if self._track is not None:
+            self._track(future)

@@ -69,7 +69,8 @@ class PartitionTransaction:
         self.covered = -1  # the last source offset whose outputs are in the transaction (or committed)
         self.opened_at: float | None = None  # monotonic time the open transaction began
         self.failed: BaseException | None = None
-        self.delivery_errors: list[BaseException] = []
+        #: the delivery futures of the outputs in the open transaction
+        self.in_flight: list[asyncio.Future[Any]] = []
 
     @property
     def ready(self) -> bool:
@@ -100,12 +101,19 @@ class PartitionTransaction:
         self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Any
     ) -> None:
         await self.begin()
-        future = await self.producer.send(topic, value, key, partition, None, headers)
-        future.add_done_callback(self.delivered)
+        self.track(await self.producer.send(topic, value, key, partition, None, headers))
 
-    def delivered(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            self.delivery_errors.append(future.exception())  # type: ignore[arg-type]
+    def track(self, future: asyncio.Future[Any]) -> None:
+        self.in_flight.append(future)
+
+    async def delivered(self) -> None:
+        """Every output of the open transaction is acknowledged; raises the first that is not.
+        A record can fail (a request timeout) without failing the transaction in aiokafka: its
+        commit must not go ahead, or the offset would cover an output that was never written."""
+        in_flight, self.in_flight = self.in_flight, []
+        for result in await asyncio.gather(*in_flight, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
 
     async def commit(self) -> None:
         """Commit the outputs added so far with C(p) = last covered + 1; raises what failed."""
@@ -115,23 +123,15 @@ class PartitionTransaction:
             await self.producer.send_offsets_to_transaction(offsets, self.group_id)
         if self.opened_at is None:
             return
+        await self.delivered()
         await self.producer.commit_transaction()
         self.opened_at = None
-        if self.delivery_errors:
-            # The broker committed the transaction, so a record reported lost was delivered after
-            # all (aiokafka retried it); say so rather than hide it.
-            log.warning(
-                "partition %d: %d output errors before a commit that succeeded: %r",
-                self.source.partition,
-                len(self.delivery_errors),
-                self.delivery_errors[0],
-            )
-            self.delivery_errors.clear()
         self.committed = max(self.committed, self.covered + 1)
 
     async def abort(self) -> None:
         """Abort what is open, if the producer still can (a fenced one cannot: the coordinator
         aborted it already)."""
+        self.in_flight.clear()
         if self.opened_at is None:
             return
         self.opened_at = None
@@ -148,11 +148,15 @@ class PartitionTransaction:
             log.info("partition %d: transactional producer stopped with %r", self.source.partition, exc)
 
 
+def ignore(future: asyncio.Future[Any]) -> None:
+    """A batch's outcome is checked before its transaction commits (PartitionTransaction.delivered)."""
+
+
 class TransactionOutbox(Outbox):
     """An outbox whose batches go into the partition's transaction, begun by the first one."""
 
     def __init__(self, txn: PartitionTransaction, topic: str, partition: int) -> None:
-        super().__init__(txn.producer, topic, partition, txn.delivered)
+        super().__init__(txn.producer, topic, partition, ignore, txn.track)
         self._txn = txn
 
     async def send(self) -> None:

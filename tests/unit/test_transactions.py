@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaConnectionError, ProducerFenced
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, ProducerFenced
 from faust.types import TP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,6 +43,9 @@ class Coordinator:
     #: (topic, offset of the source event or -1) of every committed output record, in order
     visible: list[tuple[str, bytes]] = field(default_factory=list)
     fail_next_commit: bool = False
+    #: the next record batch handed over is never acknowledged (a request timeout): aiokafka
+    #: does not fail the transaction for it, only the record's future
+    lose_next_send: bool = False
 
 
 class Batch:
@@ -57,9 +60,13 @@ class Batch:
         return len(self.records)
 
 
-def done() -> asyncio.Future[None]:
+def done(coordinator: Coordinator) -> asyncio.Future[None]:
     future = asyncio.get_running_loop().create_future()
-    future.set_result(None)
+    if coordinator.lose_next_send:
+        coordinator.lose_next_send = False
+        future.set_exception(KafkaTimeoutError())
+    else:
+        future.set_result(None)
     return future
 
 
@@ -91,16 +98,18 @@ class TransactionalProducer:
     async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> asyncio.Future[None]:
         self._check()
         assert self.pending is not None, "Can't send messages while not in transaction"
-        self.pending.extend((topic, value) for value in batch.records)
-        return done()
+        if not self.coordinator.lose_next_send:
+            self.pending.extend((topic, value) for value in batch.records)
+        return done(self.coordinator)
 
     async def send(
         self, topic: str, value: bytes, key: Any, partition: int, *rest: Any
     ) -> asyncio.Future[None]:
         self._check()
         assert self.pending is not None, "Can't send messages while not in transaction"
-        self.pending.append((topic, value))
-        return done()
+        if not self.coordinator.lose_next_send:
+            self.pending.append((topic, value))
+        return done(self.coordinator)
 
     async def send_offsets_to_transaction(self, offsets: dict[Any, int], group_id: str) -> None:
         self._check()
@@ -223,6 +232,14 @@ async def run(coordinator: Coordinator, steps: list[tuple[int, str]]) -> dict[in
             if len(zombie.failed) > before:
                 assert isinstance(zombie.failed[-1], ProducerFenced)
                 assert 0 not in zombie.processor.states, "a fenced state is dropped"
+        elif action == "lost":  # a record of the transaction is never acknowledged
+            coordinator.lose_next_send = True
+            await worker.process(count, commit=True)
+            if coordinator.lose_next_send:  # nothing was sent
+                coordinator.lose_next_send = False
+                continue
+            assert isinstance(worker.failed[-1], KafkaTimeoutError) and 0 not in worker.processor.states
+            await worker.claim()
         elif action == "broker":  # the commit fails without fencing: the state goes, claim again
             coordinator.fail_next_commit = True
             await worker.process(count, commit=True)
@@ -265,10 +282,14 @@ def test_the_oracle_has_one_output_per_offset() -> None:
     assert sorted(ORACLE()) == list(range(len(LOG)))
 
 
+#: what happens after a fetched batch (see run)
+ACTIONS = ["commit", "open", "crash", "zombie", "broker", "lost"]
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
-        st.tuples(st.integers(1, 40), st.sampled_from(["commit", "open", "crash", "zombie", "broker"])),
+        st.tuples(st.integers(1, 40), st.sampled_from(ACTIONS)),
         max_size=10,
     )
 )
