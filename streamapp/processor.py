@@ -20,7 +20,7 @@ from typing import Protocol
 from aiokafka import ConsumerRecord
 from faust.types import TP
 
-from streamapp import control, models, records
+from streamapp import control, records
 from streamapp.histogram import Histogram
 from streamapp.outbox import Outbox
 from streamapp.partition import (
@@ -28,7 +28,6 @@ from streamapp.partition import (
     DeadLetter,
     Gap,
     Message,
-    PartitionConfig,
     PartitionState,
     Poisoned,
     Refused,
@@ -38,8 +37,6 @@ from streamapp.partition import (
 from streamapp.prediction import Times, prediction_record
 from streamapp.records import BadEvent, Control, Limits
 from streamapp.settings import Settings
-from streamapp.signing import Signer
-from streamapp.snapshot import Header
 from streamapp.snapshot_store import SnapshotStore, SnapshotTable
 from streamapp.transactions import PartitionTransaction, Transactions
 
@@ -165,6 +162,30 @@ class GapWatch:
         return True
 
 
+class PoisonedRecords:
+    """Records a model failed to learn half-way (Processor.rewind), by partition and offset: the
+    replay after the rewind refuses each with its reason when it reaches it, once."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[int, dict[int, str]] = {}
+
+    def mark(self, partition: int, offset: int, reason: str) -> None:
+        self.reasons.setdefault(partition, {})[offset] = reason
+
+    def reason(self, partition: int, offset: int) -> str | None:
+        found = self.reasons.get(partition)
+        return found.get(offset) if found else None
+
+    def spent(self, partition: int, offset: int) -> None:
+        """The record was applied (dead-lettered): its poison is spent."""
+        found = self.reasons.get(partition)
+        if found:
+            found.pop(offset, None)
+
+    def forget(self, partition: int) -> None:
+        self.reasons.pop(partition, None)  # the next owner finds them again, in its replay
+
+
 class Processor:
     """Owns the in-memory partition states of one worker; the web views only read them."""
 
@@ -174,26 +195,19 @@ class Processor:
         self._rollback_source = store.rollback_source
         self.outputs = outputs
         self.signer = store.signer  # signs and verifies control events too
+        self.kept_headers, self.kept_snapshots = store.kept_headers, store.kept_snapshots  # web views
         self.limits = Limits.from_settings(settings)
         self.states: dict[int, PartitionState] = {}
         self.timings: dict[int, Timing] = {}
         self.gaps = GapWatch()
-        #: {partition: {offset: reason}}: records a model failed to learn, dead-lettered when the
-        #: replay after a rewind reaches them (see rewind)
-        self.poisoned: dict[int, dict[int, str]] = {}
+        self.poisoned = PoisonedRecords()
         self._seeks: set[asyncio.Future[None]] = set()
         self.transactions = outputs.transactions
 
     @classmethod
     def from_settings(cls, settings: Settings, table: SnapshotTable, outputs: Outputs) -> Processor:
-        """The worker's processor: resolving the models here makes a bad STREAMAPP_MODEL (or a
-        missing STREAMAPP_SIGNING_KEY) fail at start, with what to set."""
-        signer = Signer.from_settings(settings)
-        spec = models.resolve(settings.model, settings.task)
-        specs = (spec, *models.resolve_challengers(settings.challengers, spec))
-        config = PartitionConfig.from_settings(settings)
-        kept, max_bytes = settings.snapshots_kept, settings.max_snapshot_bytes
-        return cls(settings, SnapshotStore(table, signer, kept, max_bytes, specs, config), outputs)
+        """The worker's processor (its store fails a bad configuration at start)."""
+        return cls(settings, SnapshotStore.from_settings(settings, table), outputs)
 
     # -- partition ownership ---------------------------------------------------------------------
 
@@ -210,7 +224,7 @@ class Processor:
         self.states.pop(partition, None)
         self.timings.pop(partition, None)
         self.gaps.forget(partition)
-        self.poisoned.pop(partition, None)  # the next owner finds them again, in its replay
+        self.poisoned.forget(partition)
 
     def state_for(self, partition: int) -> PartitionState:
         """The live state; recovery normally placed it, else load it as recovery would."""
@@ -240,12 +254,6 @@ class Processor:
         """Replace whatever this partition had with a new model."""
         state = self.states[partition] = self.store.fresh(partition)
         return state
-
-    def kept_headers(self, partition: int) -> list[Header]:
-        return self.store.kept_headers(partition)
-
-    def kept_snapshots(self, partition: int) -> list[tuple[Header, bytes]]:
-        return self.store.kept_snapshots(partition)
 
     # -- one fetched batch -----------------------------------------------------------------------
 
@@ -289,7 +297,7 @@ class Processor:
         if state is None:
             return
         now = time.time()
-        snapshot = state.runtime.snapshot_now or self._snapshot_due(state, now)
+        snapshot = state.runtime.snapshot_now or self.store.due(state, now)
         if not (snapshot or txn.due(self.settings.transaction_interval)):
             return
         if await self.transactions.commit(txn) and snapshot:
@@ -345,24 +353,22 @@ class Processor:
             await self._dead_letter(out, tp, record, outcome.reason)
         out.cover(record.offset)
         self.gaps.progressed(tp.partition)
-        poisoned = self.poisoned.get(tp.partition)
-        if poisoned:
-            poisoned.pop(record.offset, None)  # dead-lettered now: its poison is spent
+        self.poisoned.spent(tp.partition, record.offset)
         if isinstance(outcome, Controlled) and outcome.rolled_back:
             state.runtime.snapshot_now = True  # recovery then starts after the rollback
         if out.exactly_once:
             return True  # snapshots wait for the transaction's commit (_handle_in_transaction)
         now = time.time()
-        if state.runtime.snapshot_now or self._snapshot_due(state, now):
+        if state.runtime.snapshot_now or self.store.due(state, now):
             await self._snapshot(state, now)
         return True
 
     def read(self, tp: TP, record: ConsumerRecord, at: float) -> Message:
         """The record as a message for its partition, or why it is refused: undecodable, a
         control event whose signature does not verify, or a record a model failed on."""
-        poisoned = self.poisoned.get(tp.partition)
-        if poisoned and record.offset in poisoned:
-            return Refused(poisoned[record.offset])  # forgotten once applied (handle)
+        poisoned = self.poisoned.reason(tp.partition, record.offset)
+        if poisoned is not None:
+            return Refused(poisoned)  # forgotten once applied (handle)
         try:
             message = records.parse(record.value, self.limits)
             if isinstance(message, Control):
@@ -378,15 +384,9 @@ class Processor:
         to the offset guard), and the replay re-applies the log up to `offset` exactly
         (predictions marked replayed), then dead-letters that record with `reason`."""
         partition = state.partition
-        self.poisoned.setdefault(partition, {})[offset] = reason
-        del self.states[partition]
-        restored, source = self.state_for_recovery(partition)
-        if source == "new":
-            restored.offset = state.first_offset - 1
-            restored.first_offset = state.first_offset
-        restored.runtime.positioned = True
-        restored.runtime.replay_until = max(state.runtime.replay_until, offset)
-        restored.model_errors = state.model_errors + 1
+        self.poisoned.mark(partition, offset, reason)
+        restored, source = self.store.rewound(state, offset)
+        self.states[partition] = restored
         self.gaps.sought(partition)  # the seek the gaps would ask for
         self._seek_back(tp, restored.offset + 1)
         log.error(
@@ -398,8 +398,6 @@ class Processor:
             f"snapshot #{restored.runtime.snapshot_seq}" if source == "snapshot" else "a new model",
             restored.offset,
         )
-
-    # -- outputs ---------------------------------------------------------------------------------
 
     async def _emit_prediction(
         self,
@@ -429,26 +427,9 @@ class Processor:
         self._seeks.add(task)
         task.add_done_callback(self._seeks.discard)
 
-    # -- snapshots -------------------------------------------------------------------------------
-
-    def _snapshot_due(self, state: PartitionState, now: float) -> bool:
-        settings = self.settings
-        every_events, every_seconds = settings.snapshot_every_events, settings.snapshot_every_seconds
-        return state.runtime.snapshot_due(state.partition, every_events, every_seconds, now)
-
     async def _snapshot(self, state: PartitionState, now: float) -> None:
-        """Write the partition's state; a snapshot that cannot be made or written is counted and
-        logged, never raised: the model keeps learning in memory and recovery replays from the
-        last good snapshot. (Seen: Faust's table raised PartitionsMismatch while the consumer's
-        metadata of a changelog created a moment before still listed no partitions.)"""
-        try:
-            size = self.store.save(state)
-        except Exception as exc:  # a SnapshotError (too large), a model that cannot pickle, Faust
-            state.runtime.snapshot_failed(now)
-            log.error("partition %d: SNAPSHOT NOT WRITTEN: %s: %s", state.partition, type(exc).__name__, exc)
-            return
-        state.runtime.snapshot_taken(state.offset, size, now)
-        if size > FLUSH_SNAPSHOTS_OVER:
+        size = self.store.take(state, now)
+        if size is not None and size > FLUSH_SNAPSHOTS_OVER:
             # One large snapshot in flight at a time: the producer packs the records of every
             # partition bound for one broker into one request, and two 60 MB snapshots would
             # pass the broker's socket.request.max.bytes (100 MiB by default).

@@ -12,10 +12,11 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from streamapp import snapshot
+from streamapp import models, snapshot
 from streamapp.models import ModelSpec
 from streamapp.ownership import Ownership
 from streamapp.partition import PartitionConfig, PartitionState, Unavailable
+from streamapp.settings import Settings
 from streamapp.signing import Signer
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,11 @@ class SnapshotStore:
         max_bytes: int,
         specs: Sequence[ModelSpec],
         config: PartitionConfig,
+        every: tuple[int, float],
     ) -> None:
         self.table = table
+        #: a snapshot after about this many events or seconds (Ownership.snapshot_due)
+        self.every_events, self.every_seconds = every
         self.signer = signer
         self.kept = kept
         self.max_bytes = max_bytes
@@ -68,6 +72,17 @@ class SnapshotStore:
         #: snapshots refused (unsigned, forged, another partition's, a forbidden global) by
         #: partition, since this worker started
         self.refused: dict[int, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, table: SnapshotTable) -> SnapshotStore:
+        """Resolving the models here makes a bad STREAMAPP_MODEL (or a missing
+        STREAMAPP_SIGNING_KEY) fail at start, with what to set."""
+        spec = models.resolve(settings.model, settings.task)
+        specs = (spec, *models.resolve_challengers(settings.challengers, spec))
+        every = (settings.snapshot_every_events, settings.snapshot_every_seconds)
+        config = PartitionConfig.from_settings(settings)
+        kept, max_bytes = settings.snapshots_kept, settings.max_snapshot_bytes
+        return cls(table, Signer.from_settings(settings), kept, max_bytes, specs, config, every)
 
     def forget(self, partitions: set[int]) -> None:
         """Keep the header caches of `partitions` only: the next owner of the others writes them."""
@@ -170,6 +185,38 @@ class SnapshotStore:
                 self._refuse(partition, f"#{seq}, rollback", exc)
             raise Unavailable(f"snapshot #{seq} unusable: {exc}") from exc
         return older
+
+    def due(self, state: PartitionState, now: float) -> bool:
+        return state.runtime.snapshot_due(state.partition, self.every_events, self.every_seconds, now)
+
+    def take(self, state: PartitionState, now: float) -> int | None:
+        """Write the partition's state and note it in its ownership; its size, or None when it
+        could not be made or written: counted and logged, never raised, as the model keeps
+        learning in memory and recovery replays from the last good snapshot. (Seen: Faust's
+        table raised PartitionsMismatch while the consumer's metadata of a changelog created a
+        moment before still listed no partitions.)"""
+        try:
+            size = self.save(state)
+        except Exception as exc:  # a SnapshotError (too large), a model that cannot pickle, Faust
+            state.runtime.snapshot_failed(now)
+            log.error("partition %d: SNAPSHOT NOT WRITTEN: %s: %s", state.partition, type(exc).__name__, exc)
+            return None
+        state.runtime.snapshot_taken(state.offset, size, now)
+        return size
+
+    def rewound(self, state: PartitionState, offset: int) -> tuple[PartitionState, str]:
+        """The state to replay from after `state` failed half-way through learning `offset`: its
+        newest snapshot, else a new model from the first offset it ever applied; positioned,
+        replaying silently up to `offset`, the model error counted. Its source: 'snapshot' or 'new'."""
+        restored, source = self.restore(state.partition), "snapshot"
+        if restored is None:
+            restored, source = self.fresh(state.partition), "new"
+            restored.offset = state.first_offset - 1
+            restored.first_offset = state.first_offset
+        restored.runtime.positioned = True
+        restored.runtime.replay_until = max(state.runtime.replay_until, offset)
+        restored.model_errors = state.model_errors + 1
+        return restored, source
 
     def save(self, state: PartitionState) -> int:
         """Write the state as its next snapshot; its size in bytes. Raises what encoding (a
