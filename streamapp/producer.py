@@ -21,6 +21,10 @@ from streamapp.kafka_security import aiokafka_auth, bootstrap_servers, check_acc
 from streamapp.settings import Settings
 
 MAX_IN_FLIGHT = 50_000  # sends without an acknowledgement before the producer waits
+# aiokafka fails a batch that found no partition leader for request_timeout_ms (40 s by default),
+# idempotent or not, and a single broker with a few hundred partitions took longer than that to
+# stop and start again here (33 s to start alone). Faust's producers wait 20 minutes; this one 5.
+REQUEST_TIMEOUT_MS = 300_000
 
 
 def _value(sample: datasets.Sample, with_features: bool, with_label: bool, keyed: bool) -> bytes:
@@ -77,6 +81,7 @@ async def produce(
         max_batch_size=256 * 1024,
         acks="all",
         enable_idempotence=True,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
         **aiokafka_auth(settings),
     )
     await producer.start()

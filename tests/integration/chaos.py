@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections import defaultdict
@@ -78,7 +79,8 @@ class Cluster:
 def start_producer(
     env: dict[str, str], events: int, rate: int, label_delay: int = 0
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (kept open with the process: its traceback)
+    producer = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -96,7 +98,17 @@ def start_producer(
         ],
         env={**os.environ, **env},
         cwd=ROOT,
+        stderr=errors,
     )
+    producer.error_log = errors  # type: ignore[attr-defined]
+    return producer
+
+
+def producer_error(producer: subprocess.Popen[bytes]) -> str:
+    """The end of what a producer started by `start_producer` wrote to stderr."""
+    errors = producer.error_log  # type: ignore[attr-defined]
+    errors.seek(0)
+    return str(errors.read().decode(errors="replace")[-3000:])
 
 
 def post(worker: Worker, path: str, doc: Any) -> Any:
@@ -202,7 +214,8 @@ def run_stream(
             if delay > 0:
                 time.sleep(delay)
             action()
-        assert producer.wait(timeout=(events / rate if rate else 0) + 120) == 0, "the producer failed"
+        code = producer.wait(timeout=(events / rate if rate else 0) + 120)
+        assert code == 0, f"the producer failed ({code}):\n{producer_error(producer)}"
     finally:
         if producer.poll() is None:
             producer.kill()

@@ -18,7 +18,7 @@ def test_the_dashboard_shows_every_partition_and_moves_with_the_stream(tmp_path:
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is missing: `make test` installs it (tools/install_chromium.sh)"
     env = unique_env(PARTITIONS, snapshot_every_events="500", challengers="logistic_regression")
-    producer = start_producer(env, events=9000, rate=300)
+    producer = start_producer(env, events=15000, rate=300)
     errors: list[str] = []
     try:
         with running(env, tmp_path / "w1") as worker, sync_playwright() as playwright:
@@ -30,6 +30,12 @@ def test_the_dashboard_shows_every_partition_and_moves_with_the_stream(tmp_path:
             page.goto(f"http://127.0.0.1:{worker.port}/")
             page.wait_for_function(
                 f"document.querySelectorAll('#partitions .card').length === {PARTITIONS}", timeout=60_000
+            )
+            # Every partition recovered and served (a slow machine can take a while over the
+            # first assignment; the cards say "recovering" until then) before the cards must move.
+            page.wait_for_function(
+                f"document.getElementById('k-parts').textContent === '{PARTITIONS} / {PARTITIONS}'",
+                timeout=90_000,
             )
             # A rate needs two polls; then the numbers must move as events flow.
             # (the page shows an en dash, \u2013, until it has a value)
