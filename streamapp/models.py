@@ -6,7 +6,6 @@ other than a River estimator stops the worker with a message instead of failing 
 
 from __future__ import annotations
 
-import importlib
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from river import anomaly, base, compose, forest, linear_model, naive_bayes, preprocessing, tree
 from river import ensemble as river_ensemble
 
+from streamapp.imports import load_callable
 from streamapp.settings import ConfigError
 
 
@@ -84,23 +84,6 @@ class ModelSpec:
     build: Callable[[], base.Estimator]
 
 
-def _load_factory(path: str) -> Callable[[], base.Estimator]:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(
-            f"model {path!r} is neither a preset ({', '.join(PRESETS)}) "
-            "nor an import path 'package.module:factory'"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"model factory {path!r}: cannot import {module_name!r}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigError(f"model factory {path!r}: {module_name} has no callable {attr!r}")
-    return factory
-
-
 def infer_task(model: base.Estimator) -> str:
     """The learning task of a River estimator (River pipelines answer isinstance for their last step)."""
     if isinstance(model, base.AnomalyDetector):
@@ -124,7 +107,7 @@ def resolve(spec: str, task: str = "auto") -> ModelSpec:
                 f"unknown model preset {spec!r}; presets: {', '.join(PRESETS)}; "
                 "or give an import path 'package.module:factory'"
             )
-        factory = _load_factory(spec)
+        factory = load_callable(spec, "model factory", f"neither a preset ({', '.join(PRESETS)}) nor ")
     try:
         model = factory()
     except Exception as exc:

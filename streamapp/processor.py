@@ -21,6 +21,7 @@ from aiokafka import ConsumerRecord
 from faust.types import TP
 
 from streamapp import control, records
+from streamapp.decoding import Decoder
 from streamapp.histogram import Histogram
 from streamapp.outbox import Outbox
 from streamapp.partition import (
@@ -197,6 +198,7 @@ class Processor:
         self.signer = store.signer  # signs and verifies control events too
         self.kept_headers, self.kept_snapshots = store.kept_headers, store.kept_snapshots  # web views
         self.limits = Limits.from_settings(settings)
+        self.decoder = Decoder.from_settings(settings, self.limits)
         self.states: dict[int, PartitionState] = {}
         self.timings: dict[int, Timing] = {}
         self.gaps = GapWatch()
@@ -306,6 +308,7 @@ class Processor:
     async def _handle_records(
         self, tp: TP, batch: Sequence[ConsumerRecord], still_ours: Callable[[], bool], sink: Sink
     ) -> int | None:
+        await self.decoder.prepare(batch, still_ours)
         state = self.state_for(tp.partition)
         timing = self.timings.setdefault(tp.partition, Timing())
         predictions = sink.outbox(self.settings.predictions_topic, tp.partition)
@@ -334,7 +337,9 @@ class Processor:
         received = time.time()
         produced = record.timestamp / 1000 if record.timestamp else received
         message = self.read(tp, record, produced)
-        outcome = state.apply(record.offset, message, produced, self._rollback_source)
+        outcome = state.apply(
+            record.offset, message, self.decoder.time(message, produced), self._rollback_source
+        )
         if isinstance(outcome, Scored):  # the common case first
             if not (outcome.replayed and out.exactly_once):
                 await self._emit_prediction(timing, tp, record, predictions, outcome, received, produced)
@@ -370,7 +375,7 @@ class Processor:
         if poisoned is not None:
             return Refused(poisoned)  # forgotten once applied (handle)
         try:
-            message = records.parse(record.value, self.limits)
+            message = self.decoder.message(record)
             if isinstance(message, Control):
                 control.verify(self.signer, tp.partition, message, record.headers, at)
         except BadEvent as exc:

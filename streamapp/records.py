@@ -66,6 +66,7 @@ class LateLabel:
 
     id: str
     y: Label
+    ts: float | None = None  # the record time, when a timestamp field gives it
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,8 @@ def _reject_constant(name: str) -> Any:
     raise BadEvent(f"non-finite number {name} (JSON has no NaN or Infinity)")
 
 
-def _json(raw: bytes) -> Any:
+def json_value(raw: bytes) -> Any:
+    """The JSON document in `raw`; BadEvent naming what is wrong (NaN and infinities too)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -122,13 +124,14 @@ def _text(where: str, value: str, limits: Limits) -> None:
         )
 
 
-def _label(value: Any, limits: Limits) -> Label:
+def label(value: Any, limits: Limits, name: str = "y") -> Label:
+    """A label as given (`name`: its field, for the reason): a boolean, number or string."""
     if not isinstance(value, bool | int | float | str):
-        raise BadEvent(f"'y' must be a boolean, number or string, got {type(value).__name__}")
+        raise BadEvent(f"{name!r} must be a boolean, number or string, got {type(value).__name__}")
     if isinstance(value, str):
-        _text("'y'", value, limits)
+        _text(f"{name!r}", value, limits)
     else:
-        _number("'y'", value, limits)
+        _number(f"{name!r}", value, limits)
     return value
 
 
@@ -147,17 +150,29 @@ def _control(event_id: str, doc: dict[str, Any]) -> Control:
     raise BadEvent(f"unknown control {action!r} (known: promote, rollback)")
 
 
-def parse(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Event | LateLabel | Control:
-    """Validate one message value; raises BadEvent with the reason when it cannot be used."""
+def checked_size(raw: bytes | None, limits: Limits) -> bytes:
+    """The value, unless it is missing or over STREAMAPP_MAX_EVENT_BYTES (checked before decoding)."""
     if raw is None:
         raise BadEvent("empty message (no value)")
     if len(raw) > limits.max_event_bytes:
         raise BadEvent(
             f"oversized: {len(raw)} bytes > limit {limits.max_event_bytes} (STREAMAPP_MAX_EVENT_BYTES)"
         )
-    doc = _json(raw)
+    return raw
+
+
+def json_object(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """A message value that must be one JSON object, within the size bound."""
+    doc = json_value(checked_size(raw, limits))
     if not isinstance(doc, dict):
         raise BadEvent(f"not a JSON object but {type(doc).__name__}")
+    return doc
+
+
+def parse(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Event | LateLabel | Control:
+    """Validate one message value; raises BadEvent with the reason when it cannot be used."""
+    doc = json_object(raw, limits)
+    assert raw is not None  # json_object refused a missing value
     event_id = doc.get("id")
     if event_id is None:
         raise BadEvent("missing 'id'")
@@ -167,16 +182,16 @@ def parse(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> Event | LateLab
     if "control" in doc:
         return _control(event_id, doc)
     y = doc.get("y")
-    label = None if y is None else _label(y, limits)
+    y = None if y is None else label(y, limits)
     ts = doc.get("ts")
     if ts is not None and (isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts)):
         raise BadEvent("'ts' must be a finite number (seconds since the epoch)")
     x = doc.get("x")
     if x is None:
-        if label is None:
+        if y is None:
             raise BadEvent("missing 'x' (features); a label-only message needs 'y'")
-        return LateLabel(event_id, label)
-    return Event(event_id, features(x, limits), label, None if ts is None else float(ts), len(raw))
+        return LateLabel(event_id, y)
+    return Event(event_id, features(x, limits), y, None if ts is None else float(ts), len(raw))
 
 
 def features(x: Any, limits: Limits = DEFAULT_LIMITS) -> dict[str, Feature]:

@@ -291,11 +291,15 @@ async def replay_partition(
     start = bounds.start(processor.kept_headers(source.partition), offsets, source.partition)
     evidence = await gather(settings, source, offsets, start, bounds)
     out: list[Report | audit.NotReproducible] = []
-    for offset in sorted(offsets):
-        try:
-            out.append(report(processor, source, offset, evidence, settings, bounds))
-        except audit.NotReproducible as exc:
-            out.append(exc)
+    try:
+        await processor.decoder.prepare(evidence.log)  # the Avro writer schemas the log names
+        for offset in sorted(offsets):
+            try:
+                out.append(report(processor, source, offset, evidence, settings, bounds))
+            except audit.NotReproducible as exc:
+                out.append(exc)
+    finally:
+        await processor.decoder.close()
     return out
 
 

@@ -181,6 +181,54 @@ def _model_list(name: str, raw: str) -> tuple[str, ...]:
     return names
 
 
+def _field_path(name: str, raw: str) -> str:
+    """A dotted path to a field of a (nested) record: 'device.os'."""
+    value = raw.strip()
+    if not value or any(not part for part in value.split(".")) or "*" in value:
+        raise ConfigError(
+            f"{PREFIX}{name}={raw!r} is not a field path: names joined by '.', e.g. card_id or device.os"
+        )
+    return value
+
+
+def _optional_path(name: str, raw: str) -> str:
+    return _field_path(name, raw) if raw.strip() else ""
+
+
+def _path_list(name: str, raw: str) -> tuple[str, ...]:
+    paths = tuple(_field_path(name, part) for part in raw.split(",") if part.strip())
+    if len(set(paths)) != len(paths):
+        raise ConfigError(f"{PREFIX}{name}={raw!r} names a field twice")
+    return paths
+
+
+def _feature_list(name: str, raw: str) -> tuple[str, ...]:
+    """Field paths, each maybe ending in '.*' (every field of that object, by its own name)."""
+    entries = []
+    for part in (p.strip() for p in raw.split(",")):
+        if part:
+            spread = part.endswith(".*")
+            path = _field_path(name, part[:-2] if spread else part)
+            entries.append(f"{path}.*" if spread else path)
+    if len(set(entries)) != len(entries):
+        raise ConfigError(f"{PREFIX}{name}={raw!r} names a field twice")
+    return tuple(entries)
+
+
+def _optional_topic(name: str, raw: str) -> str:
+    return _topic_name(name, raw.strip()) if raw.strip() else ""
+
+
+def _registry_url(name: str, raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if value and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+        raise ConfigError(
+            f"{PREFIX}{name}={raw!r} is not an http(s) URL "
+            "(e.g. https://psrc-xxxxx.europe-west3.gcp.confluent.cloud)"
+        )
+    return value
+
+
 def _setting(default: str, parse: Callable[[str, str], Any], doc: str) -> Any:
     return field(default=parse("", default), metadata={"raw_default": default, "parse": parse, "doc": doc})
 
@@ -231,6 +279,54 @@ class Settings:
     )
     key_field: str = _setting(
         "", _optional_text, "If set, repartition by this top-level field, else feature (unkeyed producers)."
+    )
+    # Records of the bank's own shape (streamapp/mapping.py); the defaults are streamapp's contract.
+    input_format: str = _setting(
+        "json",
+        _choice(("json", "avro")),
+        "json, or avro: Confluent's wire format, schemas from STREAMAPP_SCHEMA_REGISTRY_URL.",
+    )
+    id_field: str = _setting("id", _field_path, "Field of the event id (a dotted path into nested records).")
+    label_field: str = _setting("y", _field_path, "Field of the label; absent or null: not labelled yet.")
+    features: tuple[str, ...] = _setting(
+        "x.*",
+        _feature_list,
+        "Comma-separated feature fields (dotted paths; 'P.*': every field of the object at P); "
+        "empty: every field but the id, label, timestamp and STREAMAPP_EXCLUDE.",
+    )
+    exclude: tuple[str, ...] = _setting(
+        "", _path_list, "Fields (dotted paths) never used as features when STREAMAPP_FEATURES is empty."
+    )
+    timestamp_field: str = _setting(
+        "", _optional_path, "Field of the record time; empty: the Kafka timestamp."
+    )
+    timestamp_unit: str = _setting(
+        "s", _choice(("s", "ms")), "Unit of a numeric STREAMAPP_TIMESTAMP_FIELD: s or ms since the epoch."
+    )
+    transform: str = _setting(
+        "",
+        _optional_text,
+        "Import path 'package.module:function' of a pure function: decoded record -> record, "
+        "applied before the mapping; empty: none.",
+    )
+    labels_topic: str = _setting(
+        "",
+        _optional_topic,
+        "Topic of late labels (same partitions and key as the events); empty: labels on the events topic.",
+    )
+    schema_registry_url: str = _setting(
+        "",
+        _registry_url,
+        "Confluent-compatible Schema Registry (Apicurio: .../apis/ccompat/v7); needed for avro.",
+    )
+    schema_registry_username: str = _setting(
+        "", _optional_text, "Registry basic-auth user (Confluent Cloud: the registry API key)."
+    )
+    schema_registry_password: Secret = _setting(  # noqa: RUF009
+        "", _secret, "Registry basic-auth password (Confluent Cloud: the API secret); shown masked."
+    )
+    schema_registry_cafile: str = _setting(
+        "", _optional_text, "PEM file of the CA(s) of the registry's certificate; empty: system CAs."
     )
     anomaly_threshold: float = _setting(
         "0.9", _positive_float, "Anomaly scores at or above it are alerts in the prediction record."
@@ -406,6 +502,7 @@ class Settings:
         if len(set(topics)) != len(topics):
             raise ConfigError(f"events, predictions and dead-letter topics must differ, got {topics}")
         check_security(self)
+        check_input(self)
 
 
 def check_security(self: Settings) -> None:
@@ -462,6 +559,52 @@ def check_security(self: Settings) -> None:
             raise ConfigError(f"{PREFIX}{name}={path!r}: not readable by this user")
     if self.ssl_keyfile and not self.ssl_certfile:
         raise ConfigError(f"{PREFIX}SSL_KEYFILE needs {PREFIX}SSL_CERTFILE, the certificate of that key")
+
+
+def check_input(self: Settings) -> None:
+    """The record mapping, the formats and the registry fit together (streamapp/mapping.py)."""
+    fields_used = [f for f in (self.id_field, self.label_field, self.timestamp_field) if f]
+    if len(set(fields_used)) != len(fields_used):
+        raise ConfigError(
+            f"{PREFIX}ID_FIELD, LABEL_FIELD and TIMESTAMP_FIELD must name different fields, got {fields_used}"
+        )
+    if self.exclude and self.features:
+        raise ConfigError(
+            f"{PREFIX}EXCLUDE only applies when {PREFIX}FEATURES is empty (every field a feature); "
+            "list the features, or empty STREAMAPP_FEATURES"
+        )
+    if self.labels_topic in (self.events_topic, self.predictions_topic, self.deadletter_topic):
+        raise ConfigError(
+            f"{PREFIX}LABELS_TOPIC={self.labels_topic!r} is another of streamapp's topics; leave it "
+            "empty when the labels come on the events topic"
+        )
+    if self.input_format == "avro" and not self.schema_registry_url:
+        raise ConfigError(
+            f"{PREFIX}INPUT_FORMAT=avro needs {PREFIX}SCHEMA_REGISTRY_URL, where the writers' schemas are"
+        )
+    if self.input_format == "avro" and self.key_field:
+        raise ConfigError(
+            f"{PREFIX}KEY_FIELD repartitions JSON events only; key the Avro records by entity instead"
+        )
+    if bool(self.schema_registry_username) != bool(self.schema_registry_password):
+        raise ConfigError(
+            f"{PREFIX}SCHEMA_REGISTRY_USERNAME and {PREFIX}SCHEMA_REGISTRY_PASSWORD go together "
+            "(Confluent Cloud: the registry's API key and secret)"
+        )
+    plain = self.schema_registry_url.startswith("http://")
+    if plain and self.schema_registry_username:
+        raise ConfigError(
+            f"{PREFIX}SCHEMA_REGISTRY_URL is plain http: the registry password would cross the "
+            "network in clear; use https"
+        )
+    if self.schema_registry_cafile:
+        if plain or not self.schema_registry_url:
+            raise ConfigError(f"{PREFIX}SCHEMA_REGISTRY_CAFILE needs an https {PREFIX}SCHEMA_REGISTRY_URL")
+        if not os.path.isfile(self.schema_registry_cafile):
+            raise ConfigError(
+                f"{PREFIX}SCHEMA_REGISTRY_CAFILE={self.schema_registry_cafile!r}: no such file "
+                "(give the path of a PEM file)"
+            )
 
 
 def documented() -> list[tuple[str, str, str]]:
