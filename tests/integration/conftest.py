@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.cluster import ROOT, broker_up
+from tests.integration.registry import schema_registry  # noqa: F401
 
 
 @pytest.fixture(scope="session", autouse=True)
