@@ -19,7 +19,7 @@ import faust
 import orjson
 from faust.types import TP, StreamT, TableT, TopicT
 
-from streamapp import kafka_security, recovery, seam, web
+from streamapp import input_check, kafka_security, recovery, seam, sequence, web
 from streamapp.consumer import BatchApp
 from streamapp.outbox import Outbox
 from streamapp.processor import GapError, Outputs, Processor
@@ -100,27 +100,32 @@ def key_by_field(field: str) -> Callable[[bytes], bytes]:
 
 @dataclass(frozen=True)
 class Topics:
-    """The app's topics and its snapshot table."""
+    """The app's topics and its snapshot table; with STREAMAPP_LABELS_TOPIC, the labels topic
+    and the sequence topic that merges it with the events (streamapp/sequence.py)."""
 
     events: TopicT
     predictions: TopicT
     deadletters: TopicT
     snapshots: TableT
+    merged: tuple[TopicT, TopicT] | None = None  # (events and labels, sequence)
 
 
 def source_filter(settings: Settings) -> Callable[[str], bool]:
     """Is this the topic the processor reads events of? The repartitioned one with
-    STREAMAPP_KEY_FIELD, else the events topic."""
+    STREAMAPP_KEY_FIELD, the sequence topic with STREAMAPP_LABELS_TOPIC, else the events topic."""
     if settings.key_field:
         return lambda topic: topic.endswith("-repartition")
+    if settings.labels_topic:
+        merged = sequence.sequence_topic(settings.app_id)
+        return lambda topic: topic == merged
     return lambda topic: topic == settings.events_topic
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    def raw_topic(name: str, internal: bool = False) -> TopicT:
+    def raw_topic(*names: str, internal: bool = False) -> TopicT:
         """Bytes in, bytes out: the processor decodes events itself, so bad ones reach the dead letters."""
         return app.topic(
-            name,
+            *names,
             partitions=settings.partitions,
             internal=internal,
             key_type=bytes,
@@ -147,8 +152,13 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     )
     # internal=True: the worker creates the events topic with the configured partitions if missing.
     events = raw_topic(settings.events_topic, internal=True)
+    merged = None
+    if settings.labels_topic:
+        # The labels topic is the bank's: it must exist, co-partitioned (checked at start).
+        sources = raw_topic(settings.events_topic, settings.labels_topic)
+        merged = (sources, raw_topic(sequence.sequence_topic(settings.app_id), internal=True))
     return Topics(
-        events, raw_topic(settings.predictions_topic), raw_topic(settings.deadletter_topic), snapshots
+        events, raw_topic(settings.predictions_topic), raw_topic(settings.deadletter_topic), snapshots, merged
     )
 
 
@@ -213,11 +223,14 @@ def kafka_outputs(app: BatchApp, txns: Transactions | None = None) -> Outputs:
     return Outputs(emit, outbox, seek, flush, txns)
 
 
-def subscribe(app: BatchApp, settings: Settings, events: TopicT, processor: Processor) -> None:
+def subscribe(app: BatchApp, settings: Settings, topics: Topics, processor: Processor) -> None:
     """The agent subscribes the source topic (so Faust assigns it, co-partitioned with the table)
     and, with STREAMAPP_KEY_FIELD, repartitions; its name prefixes the repartition topic, so it
     includes the app id. Its stream never yields: the consumer routes the source topic's fetched
-    batches to the processor around it (streamapp/consumer.py)."""
+    batches to the processor around it (streamapp/consumer.py). With STREAMAPP_LABELS_TOPIC a
+    second agent subscribes the events and labels topics, whose batches the forwarder appends to
+    the sequence topic, the processor's source."""
+    events = topics.events if topics.merged is None else topics.merged[1]
 
     @app.agent(events, name=f"{settings.app_id}-learn", concurrency=1)
     async def learn(stream: StreamT) -> None:
@@ -235,7 +248,38 @@ def subscribe(app: BatchApp, settings: Settings, events: TopicT, processor: Proc
             await app.crash(exc)
             return None
 
-    app.batch_route = (source_filter(settings), process_batch)
+    app.batch_routes = [(source_filter(settings), process_batch)]
+    if topics.merged is not None:
+        forward_to_sequence(app, settings, topics.merged[0])
+
+
+def forward_to_sequence(app: BatchApp, settings: Settings, sources: TopicT) -> None:
+    """The events and labels topics' batches appended to the sequence topic (streamapp/sequence.py)."""
+
+    async def send(
+        topic: str, key: bytes | None, value: bytes | None, partition: int, ts: float | None, headers: Any
+    ) -> Any:
+        return await app.producer.send(topic, key, value, partition, ts, headers)
+
+    forwarder = sequence.Forwarder(send, sequence.sequence_topic(settings.app_id), settings.labels_topic)
+
+    @app.agent(sources, name=f"{settings.app_id}-merge", concurrency=1)
+    async def merge(stream: StreamT) -> None:
+        async for event in stream.events():
+            raise RuntimeError(f"record {event.message.tp}@{event.message.offset} bypassed the batch route")
+
+    async def forward_batch(tp: TP, batch: Sequence[Any], still_ours: Callable[[], bool]) -> int | None:
+        try:
+            return await forwarder.forward(tp, batch, still_ours)
+        except Exception as exc:  # the producer gave up on a copy: stop before committing past it
+            log.critical(
+                "streamapp: copying %s to the sequence topic failed: %r; stopping the worker", tp, exc
+            )
+            await app.crash(exc)
+            return None
+
+    merged = {settings.events_topic, settings.labels_topic}
+    app.batch_routes = [*app.batch_routes, (merged.__contains__, forward_batch)]
 
 
 async def freeze_startup_objects() -> None:
@@ -244,15 +288,21 @@ async def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+async def preflight(settings: Settings) -> None:
+    """The worker's checks before it joins: Kafka's credentials, then its inputs."""
+    await kafka_security.preflight(settings)
+    await input_check.preflight(settings)
+
+
 def create_app(settings: Settings) -> faust.App:
     """Build the app; resolving the models here makes a bad STREAMAPP_MODEL fail at start."""
     app = BatchApp(settings.app_id, **faust_options(settings))
-    app.preflight = partial(kafka_security.preflight, settings)
+    app.preflight = partial(preflight, settings)
     topics = declare_topics(app, settings)
     sources = recovery.SourcePartitions(app, source_filter(settings))
     table = TableSnapshots(app, topics.snapshots, sources)
     processor = Processor.from_settings(settings, table, kafka_outputs(app, transactions(app, settings)))
-    subscribe(app, settings, topics.events, processor)
+    subscribe(app, settings, topics, processor)
     outputs = (topics.predictions, topics.deadletters)
     rebalance = recovery.Rebalance(app, processor, sources, topics.snapshots, outputs)
     app.model_positions = rebalance.model_positions

@@ -45,13 +45,13 @@ class BatchConsumer(ConsumerSeam):
         self.held: set[TP] = set()
 
     async def route_fetched(self, records: Mapping[Any, Any], active: set[TP] | None) -> Mapping[Any, Any]:
-        route = cast(BatchApp, self.app).batch_route
-        if route is None:
+        routes = cast(BatchApp, self.app).batch_routes
+        if not routes:
             return records
-        is_batch_topic, handler = route
         rest = {}
         for fetched, batch in records.items():
-            if is_batch_topic(fetched.topic):
+            handler = next((h for is_routed, h in routes if is_routed(fetched.topic)), None)
+            if handler is not None:
                 await self._deliver(handler, TP(fetched.topic, fetched.partition), batch, active)
             else:
                 rest[fetched] = batch
@@ -141,11 +141,12 @@ class BatchTransport(faust_aiokafka.Transport):
 
 
 class BatchApp(AppSeam):
-    """A Faust app whose consumer routes `batch_route`'s topic to its handler, with a producer of
-    its own for the handler's outputs."""
+    """A Faust app whose consumer routes some topics' records to batch handlers, with a producer
+    of its own for the handlers' outputs."""
 
-    #: (is this topic's records for the handler?, the handler); None: Faust's path for all
-    batch_route: tuple[Callable[[str], bool], BatchHandler] | None = None
+    #: (are this topic's records for the handler?, the handler), the first match wins; none
+    #: matching: Faust's path
+    batch_routes: Sequence[tuple[Callable[[str], bool], BatchHandler]] = ()
     #: awaited before any Kafka client of the app starts (streamapp checks its credentials there)
     preflight: Callable[[], Awaitable[None]] | None = None
     #: awaited before every commit of the consumer (at a rebalance and at stop too)

@@ -129,6 +129,7 @@ class Decoder:
 
     def time(self, message: object, kafka_time: float) -> float:
         """When the message happened, for the bounds in record time (a label's wait, rollbacks)."""
+        message = getattr(message, "message", message)  # a copy's own (streamapp/sequence.py)
         if self.record_time and isinstance(message, Event | LateLabel) and message.ts is not None:
             return message.ts
         return kafka_time

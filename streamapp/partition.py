@@ -79,7 +79,17 @@ class Refused:
     reason: str
 
 
-Message = Event | LateLabel | Control | Refused
+@dataclass(slots=True)
+class Copy:
+    """A record of the sequence topic: `message`, copied from offset `offset` of its `source`
+    (the events or the labels topic); applied once however often it was copied."""
+
+    source: str
+    offset: int
+    message: Event | LateLabel | Control | Refused
+
+
+Message = Event | LateLabel | Control | Refused | Copy
 
 
 @dataclass(slots=True)
@@ -118,6 +128,12 @@ class Skipped:
 
 
 @dataclass(slots=True)
+class Duplicate:
+    """A copy of a record already applied (the sequence topic's at-least-once): offset advanced,
+    nothing else changed."""
+
+
+@dataclass(slots=True)
 class Gap:
     """Offsets before this one never arrived: nothing applied, the consumer must go back."""
 
@@ -132,7 +148,7 @@ class Poisoned:
     reason: str
 
 
-Outcome = Scored | DeadLetter | Labelled | Controlled | Skipped | Gap | Poisoned
+Outcome = Scored | DeadLetter | Labelled | Controlled | Skipped | Duplicate | Gap | Poisoned
 
 
 class LearnFailed(Exception):
@@ -148,6 +164,11 @@ SnapshotSource = Callable[[int, int], "PartitionState"]
 
 def no_snapshots(partition: int, seq: int) -> PartitionState:
     raise Unavailable(f"snapshot #{seq} is not kept (kept: none)")
+
+
+def added_since_format_3() -> dict[str, Any]:
+    """The learning added to PartitionState after format 3 came out, as a new partition has it."""
+    return {"source_offsets": {}, "duplicates": 0}
 
 
 #: what a snapshot does not hold: configuration and this worker's ownership
@@ -191,11 +212,16 @@ class PartitionState:
         self.last_rollback_at = 0.0  # record time of the last rollback
         self.changes: Sequence[dict[str, Any]] = ()  # the last promotions and rollbacks, oldest first
         self.control_ids: Sequence[str] = ()  # ids of the last KEEP_CONTROL_IDS control events applied
+        # with STREAMAPP_LABELS_TOPIC: the last offset applied of each source of the sequence
+        # topic, and the copies skipped as already applied (streamapp/sequence.py)
+        self.source_offsets: dict[str, int] = {}
+        self.duplicates = 0
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in NOT_PICKLED}
 
     def __setstate__(self, learned: dict[str, Any]) -> None:
+        self.__dict__.update(added_since_format_3())  # what a snapshot of an older version lacks
         self.__dict__.update(learned)
         self.runtime = Ownership()  # and the config, which the loader applies (configure)
 
@@ -242,6 +268,13 @@ class PartitionState:
             return Gap(self.offset + 1)
         runtime = self.runtime
         runtime.events_replayed += offset < runtime.replay_until
+        if isinstance(message, Copy):
+            if message.offset <= self.source_offsets.get(message.source, -1):
+                self.duplicates += 1
+                self.offset = offset
+                return Duplicate()
+            self.source_offsets[message.source] = message.offset
+            message = message.message
         outcome: Outcome
         try:
             if isinstance(message, Event):

@@ -20,7 +20,7 @@ from typing import Protocol
 from aiokafka import ConsumerRecord
 from faust.types import TP
 
-from streamapp import control, records
+from streamapp import records
 from streamapp.decoding import Decoder
 from streamapp.histogram import Histogram
 from streamapp.outbox import Outbox
@@ -31,12 +31,12 @@ from streamapp.partition import (
     Message,
     PartitionState,
     Poisoned,
-    Refused,
     Scored,
     Skipped,
 )
 from streamapp.prediction import Times, prediction_record
-from streamapp.records import BadEvent, Control, Limits
+from streamapp.reading import RecordReader
+from streamapp.records import Limits
 from streamapp.settings import Settings
 from streamapp.snapshot_store import SnapshotStore, SnapshotTable
 from streamapp.transactions import PartitionTransaction, Transactions
@@ -163,30 +163,6 @@ class GapWatch:
         return True
 
 
-class PoisonedRecords:
-    """Records a model failed to learn half-way (Processor.rewind), by partition and offset: the
-    replay after the rewind refuses each with its reason when it reaches it, once."""
-
-    def __init__(self) -> None:
-        self.reasons: dict[int, dict[int, str]] = {}
-
-    def mark(self, partition: int, offset: int, reason: str) -> None:
-        self.reasons.setdefault(partition, {})[offset] = reason
-
-    def reason(self, partition: int, offset: int) -> str | None:
-        found = self.reasons.get(partition)
-        return found.get(offset) if found else None
-
-    def spent(self, partition: int, offset: int) -> None:
-        """The record was applied (dead-lettered): its poison is spent."""
-        found = self.reasons.get(partition)
-        if found:
-            found.pop(offset, None)
-
-    def forget(self, partition: int) -> None:
-        self.reasons.pop(partition, None)  # the next owner finds them again, in its replay
-
-
 class Processor:
     """Owns the in-memory partition states of one worker; the web views only read them."""
 
@@ -199,10 +175,11 @@ class Processor:
         self.kept_headers, self.kept_snapshots = store.kept_headers, store.kept_snapshots  # web views
         self.limits = Limits.from_settings(settings)
         self.decoder = Decoder.from_settings(settings, self.limits)
+        self.reader = RecordReader(settings, self.decoder, self.signer)
+        self.poisoned = self.reader.poisoned
         self.states: dict[int, PartitionState] = {}
         self.timings: dict[int, Timing] = {}
         self.gaps = GapWatch()
-        self.poisoned = PoisonedRecords()
         self._seeks: set[asyncio.Future[None]] = set()
         self.transactions = outputs.transactions
 
@@ -369,18 +346,8 @@ class Processor:
         return True
 
     def read(self, tp: TP, record: ConsumerRecord, at: float) -> Message:
-        """The record as a message for its partition, or why it is refused: undecodable, a
-        control event whose signature does not verify, or a record a model failed on."""
-        poisoned = self.poisoned.reason(tp.partition, record.offset)
-        if poisoned is not None:
-            return Refused(poisoned)  # forgotten once applied (handle)
-        try:
-            message = self.decoder.message(record)
-            if isinstance(message, Control):
-                control.verify(self.signer, tp.partition, message, record.headers, at)
-        except BadEvent as exc:
-            return Refused(str(exc))
-        return message
+        """The record as the partition's message (streamapp/reading.py)."""
+        return self.reader.read(tp, record, at)
 
     def rewind(self, state: PartitionState, tp: TP, offset: int, reason: str) -> None:
         """Put the partition back as it was before `offset`, whose record a model failed to
@@ -421,7 +388,8 @@ class Processor:
         timing.observe(scored, times, prediction.get("alert", False))
 
     async def _dead_letter(self, sink: Sink, tp: TP, record: ConsumerRecord, reason: str) -> None:
-        headers = records.deadletter_headers(reason, tp.topic, tp.partition, record.offset)
+        topic, offset = self.reader.origin(tp, record)  # a copy's: where the record was written
+        headers = records.deadletter_headers(reason, topic, tp.partition, offset)
         await sink.emit(self.settings.deadletter_topic, tp.partition, record.key, record.value, headers)
         log.warning("partition %d offset %d: dead letter: %s", tp.partition, record.offset, reason)
 

@@ -578,6 +578,16 @@ def check_input(self: Settings) -> None:
             f"{PREFIX}LABELS_TOPIC={self.labels_topic!r} is another of streamapp's topics; leave it "
             "empty when the labels come on the events topic"
         )
+    if self.labels_topic and self.key_field:
+        raise ConfigError(
+            f"{PREFIX}LABELS_TOPIC and {PREFIX}KEY_FIELD together are not supported: key the events "
+            "and the labels by entity (the labels topic must be co-partitioned with the events)"
+        )
+    if self.labels_topic and self.processing_guarantee == "exactly_once":
+        raise ConfigError(
+            f"{PREFIX}LABELS_TOPIC works with {PREFIX}PROCESSING_GUARANTEE=at_least_once for now "
+            "(the models stay exact either way; predictions may repeat after a crash, marked replayed)"
+        )
     if self.input_format == "avro" and not self.schema_registry_url:
         raise ConfigError(
             f"{PREFIX}INPUT_FORMAT=avro needs {PREFIX}SCHEMA_REGISTRY_URL, where the writers' schemas are"

@@ -28,6 +28,8 @@ def summarize(state: PartitionState, now: float) -> dict[str, Any]:
         "model_errors": state.model_errors,
         "gaps": state.gaps,
         "replays_skipped": state.replays_skipped,
+        "duplicates": state.duplicates,
+        "sources": dict(state.source_offsets),
         "events_replayed": runtime.events_replayed,
         "events_lost_to_retention": state.events_lost_to_retention,
         "recovery": {

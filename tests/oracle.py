@@ -53,7 +53,7 @@ class _Question(dict[str, Any]):
 
 
 def river_on_log(
-    docs: Sequence[dict[str, Any]],
+    docs: Sequence[dict[str, Any] | None],
     build: Callable[[], base.Estimator],
     names: Sequence[str],
     predict: str = "predict_proba_one",
@@ -65,6 +65,8 @@ def river_on_log(
     stream: list[tuple[_Question, Any]] = []
     position: dict[str, int] = {}  # event id -> index in stream
     for offset, doc in enumerate(docs):
+        if doc is None:
+            continue  # a record the worker refuses (dead-letters): no step of River's
         if "x" in doc:
             x = _Question(doc["x"])
             x.asked = x.answered = offset
