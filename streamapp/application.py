@@ -288,20 +288,20 @@ async def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-async def preflight(settings: Settings) -> None:
-    """The worker's checks before it joins: Kafka's credentials, then its inputs."""
+async def preflight(settings: Settings, processor: Processor) -> None:
+    """The worker's checks before it joins: Kafka's credentials, then its inputs and outputs."""
     await kafka_security.preflight(settings)
-    await input_check.preflight(settings)
+    await input_check.preflight(settings, processor.avro_predictions)
 
 
 def create_app(settings: Settings) -> faust.App:
     """Build the app; resolving the models here makes a bad STREAMAPP_MODEL fail at start."""
     app = BatchApp(settings.app_id, **faust_options(settings))
-    app.preflight = partial(preflight, settings)
     topics = declare_topics(app, settings)
     sources = recovery.SourcePartitions(app, source_filter(settings))
     table = TableSnapshots(app, topics.snapshots, sources)
     processor = Processor.from_settings(settings, table, kafka_outputs(app, transactions(app, settings)))
+    app.preflight = partial(preflight, settings, processor)
     subscribe(app, settings, topics, processor)
     outputs = (topics.predictions, topics.deadletters)
     rebalance = recovery.Rebalance(app, processor, sources, topics.snapshots, outputs)

@@ -24,6 +24,7 @@ from streamapp import records
 from streamapp.decoding import Decoder
 from streamapp.histogram import Histogram
 from streamapp.outbox import Outbox
+from streamapp.output_format import AvroPredictions
 from streamapp.partition import (
     Controlled,
     DeadLetter,
@@ -176,6 +177,8 @@ class Processor:
         self.limits = Limits.from_settings(settings)
         self.decoder = Decoder.from_settings(settings, self.limits)
         self.reader = RecordReader(settings, self.decoder, self.signer)
+        self.avro_predictions = AvroPredictions() if settings.output_format == "avro" else None
+        self.encode_prediction = self.avro_predictions.encode if self.avro_predictions else records.encode
         self.poisoned = self.reader.poisoned
         self.states: dict[int, PartitionState] = {}
         self.timings: dict[int, Timing] = {}
@@ -384,7 +387,7 @@ class Processor:
         times = Times(produced, received, time.time())
         threshold = self.settings.anomaly_threshold
         prediction = prediction_record(scored, record.key, tp.partition, record.offset, times, threshold)
-        await predictions.add(record.key, records.encode(prediction))
+        await predictions.add(record.key, self.encode_prediction(prediction))
         timing.observe(scored, times, prediction.get("alert", False))
 
     async def _dead_letter(self, sink: Sink, tp: TP, record: ConsumerRecord, reason: str) -> None:

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faust.types import TP
 
 from streamapp import audit, kafka_security, records, snapshot
+from streamapp.output_format import PredictionReader
 from streamapp.prediction import Times, prediction_record
 from streamapp.processor import Outputs, Processor
 from streamapp.settings import Settings
@@ -221,18 +222,22 @@ async def gather(
     since_ms = max(0, min(times) - CLOCK_SKEW_MS)
     predictions_topic = settings.predictions_topic
     step = bounds.pace()
-    async with aclosing(
-        each_record(settings, predictions_topic, source.partition, since_ms=since_ms)
-    ) as written:
-        read = 0
-        async for record in written:
-            read += 1
-            if bounds.predictions is not None and read > bounds.predictions:
-                break
-            step()
-            doc = orjson.loads(record.value)
-            if isinstance(doc, dict) and doc.get("offset") in asked:
-                recorded.setdefault(doc["offset"], []).append(doc)
+    reader = PredictionReader.from_settings(settings)
+    try:
+        async with aclosing(
+            each_record(settings, predictions_topic, source.partition, since_ms=since_ms)
+        ) as written:
+            read = 0
+            async for record in written:
+                read += 1
+                if bounds.predictions is not None and read > bounds.predictions:
+                    break
+                step()
+                doc = await reader.doc(record.value)
+                if isinstance(doc, dict) and doc.get("offset") in asked:
+                    recorded.setdefault(doc["offset"], []).append(doc)
+    finally:
+        await reader.close()
     return Evidence(log, recorded)
 
 

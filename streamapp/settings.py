@@ -286,6 +286,12 @@ class Settings:
         _choice(("json", "avro")),
         "json, or avro: Confluent's wire format, schemas from STREAMAPP_SCHEMA_REGISTRY_URL.",
     )
+    output_format: str = _setting(
+        "json",
+        _choice(("json", "avro")),
+        "Predictions as json, or avro (Confluent's wire format, schema registered under "
+        "'<predictions topic>-value').",
+    )
     id_field: str = _setting("id", _field_path, "Field of the event id (a dotted path into nested records).")
     label_field: str = _setting("y", _field_path, "Field of the label; absent or null: not labelled yet.")
     features: tuple[str, ...] = _setting(
@@ -588,10 +594,11 @@ def check_input(self: Settings) -> None:
             f"{PREFIX}LABELS_TOPIC works with {PREFIX}PROCESSING_GUARANTEE=at_least_once for now "
             "(the models stay exact either way; predictions may repeat after a crash, marked replayed)"
         )
-    if self.input_format == "avro" and not self.schema_registry_url:
-        raise ConfigError(
-            f"{PREFIX}INPUT_FORMAT=avro needs {PREFIX}SCHEMA_REGISTRY_URL, where the writers' schemas are"
-        )
+    for name, value in (("INPUT_FORMAT", self.input_format), ("OUTPUT_FORMAT", self.output_format)):
+        if value == "avro" and not self.schema_registry_url:
+            raise ConfigError(
+                f"{PREFIX}{name}=avro needs {PREFIX}SCHEMA_REGISTRY_URL, the registry of its schemas"
+            )
     if self.input_format == "avro" and self.key_field:
         raise ConfigError(
             f"{PREFIX}KEY_FIELD repartitions JSON events only; key the Avro records by entity instead"

@@ -164,6 +164,7 @@ def assert_exact(
     timeout: float = 180,
     decode: Callable[[ConsumerRecord[bytes, bytes]], dict[str, Any] | None] | None = None,
     log_topic: str | None = None,
+    read_prediction: Callable[[bytes], dict[str, Any]] = orjson.loads,
 ) -> dict[int, dict[int, int]]:
     """Every partition: all its events learned once, in order, as River learns them offline.
     Returns {partition: {offset: copies}} of the prediction records a consumer of the guarantee's
@@ -171,7 +172,8 @@ def assert_exact(
 
     `decode`: a record of the events topic as the contract's document ({"id", "x", "y"}), read
     independently of streamapp's decoding; None for one the worker must dead-letter or skip as a
-    duplicate. `log_topic`: the partitions' log, if not the events topic (the sequence topic)."""
+    duplicate. `log_topic`: the partitions' log, if not the events topic (the sequence topic).
+    `read_prediction`: a prediction record as its JSON document (Avro ones need the schema)."""
     decode = decode or (lambda record: orjson.loads(record.value))
     partitions = settings.partitions
     log_topic = log_topic or settings.events_topic
@@ -197,7 +199,7 @@ def assert_exact(
     isolation = "read_committed" if settings.processing_guarantee == "exactly_once" else "read_uncommitted"
     for recs in read_topic(settings.predictions_topic, partitions, isolation).values():
         for rec in recs:
-            doc = orjson.loads(rec.value)
+            doc = read_prediction(rec.value)
             predictions[doc["partition"]][doc["offset"]].append(doc)
 
     logs = {p: [decode(r) for r in recs] for p, recs in read_topic(log_topic, partitions).items()}
