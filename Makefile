@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKERS ?= 1
+FORMAT ?= json
 
 .PHONY: run test install browser kafka-up kafka-down lint bench clean
 
@@ -27,7 +28,7 @@ kafka-down:
 	@tools/kafka/kafka.sh down
 
 run: install
-	@WORKERS=$(WORKERS) $(BIN)/python tools/run_demo.py
+	@WORKERS=$(WORKERS) FORMAT=$(FORMAT) $(BIN)/python tools/run_demo.py
 
 test: install browser
 	@tools/with_kafka.sh $(BIN)/python -m pytest

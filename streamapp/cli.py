@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     produce.add_argument("--no-key", action="store_true", help="send without keys (see STREAMAPP_KEY_FIELD)")
     produce.add_argument("--topic", default=None, help="default: STREAMAPP_EVENTS_TOPIC")
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.add_argument(
+        "--format",
+        choices=("json", "avro"),
+        default="json",
+        help="avro: the dataset as a bank's Avro records (streamapp/demo_avro.py), schemas in "
+        "STREAMAPP_SCHEMA_REGISTRY_URL",
+    )
     commands.add_parser("create-topics", help="create the events, predictions and dead-letter topics")
     commands.add_parser("settings", help="print every STREAMAPP_* setting with its value")
     replay = commands.add_parser(
@@ -56,7 +63,8 @@ def _run_own(argv: list[str]) -> int:
     if args.command == "settings":
         for name, default, doc in documented():
             value = getattr(settings, name[len("STREAMAPP_") :].lower())
-            print(f"{name}={value}    # default {default!r}: {doc}")
+            shown = ",".join(value) if isinstance(value, tuple) else value  # as it is written
+            print(f"{name}={shown}    # default {default!r}: {doc}")
         return 0
     if args.command == "replay":
         from streamapp.replay import run
@@ -72,6 +80,8 @@ def _run_own(argv: list[str]) -> int:
 
     if args.topic:
         settings = Settings.from_env(events_topic=args.topic)
+    if args.format == "avro" and not settings.schema_registry_url:
+        raise ConfigError("produce --format avro needs STREAMAPP_SCHEMA_REGISTRY_URL, where the schemas go")
     sent = asyncio.run(
         produce(
             settings,
@@ -82,6 +92,7 @@ def _run_own(argv: list[str]) -> int:
             label_delay=args.label_delay,
             keyed=not args.no_key,
             progress=not args.quiet,
+            avro_format=args.format == "avro",
         )
     )
     print(f"produced {sent} events to {settings.events_topic}", file=sys.stderr)

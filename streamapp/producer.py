@@ -17,7 +17,9 @@ from aiokafka import AIOKafkaProducer
 from tqdm import tqdm
 
 from streamapp import datasets
+from streamapp.demo_avro import AvroFraming
 from streamapp.kafka_security import aiokafka_auth, bootstrap_servers, check_access
+from streamapp.registry import SchemaRegistry
 from streamapp.settings import Settings
 
 MAX_IN_FLIGHT = 50_000  # sends without an acknowledgement before the producer waits
@@ -69,12 +71,22 @@ async def produce(
     label_delay: int = 0,
     keyed: bool = True,
     progress: bool = True,
+    avro_format: bool = False,
 ) -> int:
     """Send up to `limit` events (forever if None) at `rate` events/s (0: as fast as possible).
 
-    Labels go inline, or as late label messages (see `messages`). Returns the messages sent.
+    Labels go inline, or as late label messages (see `messages`); `avro_format`: as the demo's
+    Avro records (streamapp/demo_avro.py), schemas in STREAMAPP_SCHEMA_REGISTRY_URL. Returns the
+    messages sent.
     """
     await check_access(settings)
+    framing = None
+    if avro_format:
+        registry = SchemaRegistry.from_settings(settings)
+        try:
+            framing = await AvroFraming.register(registry, settings.events_topic, dataset, seed)
+        finally:
+            await registry.close()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers(settings.broker),
         linger_ms=5,
@@ -93,6 +105,8 @@ async def produce(
     try:
         samples = datasets.load(dataset, seed=seed, limit=limit)
         for key, value in messages(samples, label_delay, keyed):
+            if framing is not None:
+                value = framing.frame(key, value)
             in_flight.append(await producer.send(settings.events_topic, value, key=key))
             sent += 1
             bar.update(1)

@@ -29,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 KAFKA = str(ROOT / "tools/kafka/kafka.sh")
+REGISTRY = str(ROOT / "tools/registry/registry.sh")
 
 POLL_S = 2.0  # how often /models is read for new promotions (the dashboard polls as often)
 STATUS_EVERY_S = 10.0  # how often the status line is printed
@@ -48,6 +49,24 @@ STATUS_EVERY_S = 10.0  # how often the status line is printed
 DEMO_CHALLENGERS = "logistic_regression"
 DEMO_PROMOTE_AFTER = "500"
 DEMO_PROMOTE_MARGIN = "0.1"
+
+
+def avro_settings(environ: Mapping[str, str], registry: str) -> dict[str, str]:
+    """FORMAT=avro: the card stream as a bank's Avro topic (streamapp/demo_avro.py), read through
+    the mapping and the registry, predictions in Avro too, on topics of their own (a JSON demo's
+    topics hold JSON). Only what `environ` does not set."""
+    from streamapp.demo_avro import WORKER_MAPPING
+
+    wanted = {
+        **WORKER_MAPPING,
+        "STREAMAPP_OUTPUT_FORMAT": "avro",
+        "STREAMAPP_SCHEMA_REGISTRY_URL": registry,
+        "STREAMAPP_APP_ID": "streamapp-avro",
+        "STREAMAPP_EVENTS_TOPIC": "events-avro",
+        "STREAMAPP_PREDICTIONS_TOPIC": "predictions-avro",
+        "STREAMAPP_DEADLETTER_TOPIC": "deadletter-avro",
+    }
+    return {name: value for name, value in wanted.items() if name not in environ}
 
 
 def demo_settings(environ: Mapping[str, str]) -> dict[str, str]:
@@ -274,9 +293,16 @@ def main() -> int:
     workers = int(os.environ.get("WORKERS", "1"))
     os.environ.update(demo_settings(os.environ))
     rate = os.environ.get("RATE", "200")
+    avro_format = os.environ.get("FORMAT", "json") == "avro"
     started_kafka = not _kafka_running()
     if started_kafka and subprocess.run([KAFKA, "up"]).returncode != 0:
         return 1
+    if avro_format:
+        # The registry (Apicurio, in memory) as tools/with_registry.sh would; it stays up.
+        if subprocess.run([REGISTRY, "up"]).returncode != 0:
+            return 1
+        registry_port = os.environ.get("REGISTRY_PORT", "8081")
+        os.environ.update(avro_settings(os.environ, f"http://127.0.0.1:{registry_port}/apis/ccompat/v7"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         from streamapp.settings import ConfigError, Settings
@@ -291,14 +317,15 @@ def main() -> int:
         ports = [settings.web_port + i for i in range(workers)]
         if started_kafka:
             # A fresh broker has none of the old changelogs: old worker state would not match it.
-            for old in (ROOT / "data").glob("worker-*"):
+            for old in (*(ROOT / "data").glob("worker-*"), *(ROOT / "data").glob("avro-worker-*")):
                 if old.is_dir():
                     shutil.rmtree(old)
         (ROOT / "data").mkdir(exist_ok=True)
         os.environ["STREAMAPP_SIGNING_KEY"] = _signing_key()
         for n, port in enumerate(ports, start=1):
-            env = {**os.environ, "STREAMAPP_DATADIR": str(ROOT / f"data/worker-{n}")}
-            log = open(ROOT / f"data/worker-{n}.log", "ab")  # noqa: SIM115 - the worker owns it
+            name = f"{'avro-' if avro_format else ''}worker-{n}"  # the Avro demo's app has its own state
+            env = {**os.environ, "STREAMAPP_DATADIR": str(ROOT / f"data/{name}")}
+            log = open(ROOT / f"data/{name}.log", "ab")  # noqa: SIM115 - the worker owns it
             procs.append(
                 subprocess.Popen(
                     [PYTHON, "-m", "streamapp", "worker", "-l", "info", "--web-port", str(port)],
@@ -310,12 +337,18 @@ def main() -> int:
             )
         procs.append(
             subprocess.Popen(
-                [PYTHON, "-m", "streamapp", "produce", "--dataset", "card", "--rate", rate, "--quiet"],
+                [PYTHON, "-m", "streamapp", "produce", "--dataset", "card", "--rate", rate, "--quiet"]
+                + (["--format", "avro"] if avro_format else []),
                 start_new_session=True,
             )
         )
         print(
             f"[demo] {workers} worker(s); logs in data/worker-N.log; producing card transactions at {rate}/s"
+            + (
+                f" as Avro to {settings.events_topic} (schemas: {settings.schema_registry_url})"
+                if avro_format
+                else ""
+            )
         )
         if settings.challengers:
             rule = (
