@@ -13,6 +13,7 @@ Basic auth as Confluent Cloud uses it (the registry's API key and secret), only 
 
 from __future__ import annotations
 
+import base64
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +44,11 @@ class SchemaRegistry:
         self, url: str, username: str = "", password: Secret | None = None, cafile: str = ""
     ) -> None:
         self.url = url.rstrip("/")
-        self._auth = aiohttp.BasicAuth(username, password.reveal()) if username and password else None
+        # Basic auth as a header (aiohttp deprecates its BasicAuth); never logged or shown.
+        self._auth: dict[str, str] = {}
+        if username and password:
+            token = base64.b64encode(f"{username}:{password.reveal()}".encode()).decode()
+            self._auth = {"Authorization": f"Basic {token}"}
         self._ssl: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=cafile or None) if cafile else True
         )
@@ -98,8 +103,10 @@ class SchemaRegistry:
 
     async def _call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=TIMEOUT, auth=self._auth)
-        headers = {"Accept": CONTENT_TYPE, **({"Content-Type": CONTENT_TYPE} if body is not None else {})}
+            self._session = aiohttp.ClientSession(timeout=TIMEOUT)
+        headers = {"Accept": CONTENT_TYPE, **self._auth}
+        if body is not None:
+            headers["Content-Type"] = CONTENT_TYPE
         try:
             async with self._session.request(
                 method, self.url + path, data=body, headers=headers, ssl=self._ssl, allow_redirects=False
