@@ -16,6 +16,7 @@ import datetime
 import decimal
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from streamapp.imports import load_callable
@@ -156,8 +157,7 @@ class Mapping:
     def _features(self, doc: dict[str, Any]) -> dict[str, Feature]:
         x: dict[str, Feature] = {}
         if self.feature_fields is None:
-            skip = {self.id_path, self.label_path, self.timestamp_path, *self.exclude}
-            self._flatten(doc, (), skip, x)
+            self._flatten(doc, "", 0, x)
             return x
         for path, spread in self.feature_fields:
             value = at(doc, path)
@@ -175,19 +175,27 @@ class Mapping:
                 x[dotted(path)] = kept
         return x
 
-    def _flatten(
-        self, doc: dict[str, Any], prefix: Path, skip: set[Path | None], x: dict[str, Feature]
-    ) -> None:
+    @cached_property
+    def _not_features(self) -> frozenset[str]:
+        """With every field a feature: the dotted paths that are not."""
+        own = (self.id_path, self.label_path, self.timestamp_path, *self.exclude)
+        return frozenset(dotted(path) for path in own if path is not None)
+
+    def _flatten(self, doc: dict[str, Any], prefix: str, depth: int, x: dict[str, Feature]) -> None:
+        skip = self._not_features
         for name, value in doc.items():
-            path = (*prefix, str(name))
+            path = f"{prefix}{name}"
             if path in skip:
                 continue
-            if isinstance(value, dict):
-                if len(path) >= 8:
-                    raise BadEvent(f"{dotted(path)[:64]!r} nests objects deeper than 8 levels")
-                self._flatten(value, path, skip, x)
-            elif (kept := feature_value(dotted(path), value)) is not None:
-                x[dotted(path)] = kept
+            kind = type(value)  # the common cases first: a plain value, then a nested record
+            if kind is float or kind is int or kind is str or kind is bool:
+                x[path] = value
+            elif kind is dict:
+                if depth >= 7:
+                    raise BadEvent(f"{path[:64]!r} nests objects deeper than 8 levels")
+                self._flatten(value, f"{path}.", depth + 1, x)
+            elif (kept := feature_value(path, value)) is not None:
+                x[path] = kept
 
     def _time(self, doc: dict[str, Any]) -> float | None:
         """The record time in seconds since the epoch; None when the Kafka timestamp is the time
