@@ -72,7 +72,9 @@ def reproduce(processor: Processor, tp: TP, offset: int, log: Iterable[ConsumerR
         if record.offset > offset:  # the log skips it: retention deleted it, or compaction
             raise OutOfRange(f"{missing} (the next one it holds is {record.offset})")
         at = record.timestamp / 1000
-        outcome = state.apply(record.offset, processor.read(tp, record, at), at, rollback_source)
+        message = processor.read(tp, record, at)
+        # The record time as the worker took it (STREAMAPP_TIMESTAMP_FIELD, else Kafka's).
+        outcome = state.apply(record.offset, message, processor.decoder.time(message, at), rollback_source)
         if isinstance(outcome, Gap):
             raise NotReproducible(f"the log given lacks offsets {outcome.expected}..{record.offset - 1}")
         if record.offset != offset:

@@ -116,7 +116,7 @@ class Decoder:
         if self.contract and not labels_only:
             return records.parse(record.value, self.limits)
         raw = records.checked_size(record.value, self.limits)
-        if record.headers and any(name == control.SIGNATURE for name, _ in record.headers):
+        if not labels_only and any(name == control.SIGNATURE for name, _ in record.headers or ()):
             return records.parse(raw, self.limits)
         doc = self._decode(raw)
         if labels_only:

@@ -7,6 +7,7 @@ import math
 import random
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka import ConsumerRecord
 from faust.types import TP
@@ -84,3 +85,32 @@ def test_what_is_no_scored_event_or_not_in_the_log_is_not_reproduced() -> None:
         audit.reproduce(processor, TP(TOPIC, 0), 100, log)
     with pytest.raises(audit.NotReproducible, match="ends before offset 5000"):
         audit.reproduce(processor, TP(TOPIC, 0), 5000, log)
+
+
+def test_decisions_are_reproduced_with_the_record_time_of_a_mapping() -> None:
+    """With STREAMAPP_TIMESTAMP_FIELD the record's own time ages the waiting events; a replay
+    that took the Kafka timestamp instead would let other events expire (here: every fifth event
+    is stamped two days early, and events wait one day at most)."""
+    mapped = {
+        "id_field": "txn",
+        "label_field": "fraud",
+        "features": "f.*",
+        "timestamp_field": "t",
+        "pending_labels_max_age": "86400",
+    }
+    harness = Harness.build(**SETTINGS, **mapped)
+    values = []
+    for _, value in producer.messages(datasets.load("phishing", limit=300), label_delay=10):
+        doc = orjson.loads(value)
+        record = {"txn": doc["id"], "f": doc.get("x"), "fraud": doc.get("y")}
+        if "x" in doc:
+            record["t"] = AT - (2 * 86400 if int(doc["id"].rsplit("-", 1)[-1]) % 5 == 0 else 0)
+        values.append(orjson.dumps({k: v for k, v in record.items() if v is not None}))
+    harness.feed(values, at=AT)
+    assert harness.state.waiting.expired > 0, "the record times decided something"
+    log = [
+        ConsumerRecord(TOPIC, 0, offset, int(AT * 1000), 0, b"key", value, None, 3, 10, tuple(headers))
+        for offset, (value, headers) in enumerate(harness.log)
+    ]
+    scored = sorted(p["offset"] for p in harness.predictions)
+    check(harness, log, random.Random(5).sample(scored, 40), **mapped)
