@@ -308,3 +308,15 @@ def test_the_demo_turns_the_rule_on_but_the_users_settings_win() -> None:
         demo.demo_settings({"STREAMAPP_MODEL": "naive_bayes", "STREAMAPP_CHALLENGERS": "hoeffding_tree"})
         == rule_on
     )
+
+
+def test_format_avro_adds_the_mapping_and_its_own_topics_but_never_over_the_users() -> None:
+    registry = "http://127.0.0.1:8081/apis/ccompat/v7"
+    added = demo.avro_settings({}, registry)
+    assert added["STREAMAPP_INPUT_FORMAT"] == added["STREAMAPP_OUTPUT_FORMAT"] == "avro"
+    assert added["STREAMAPP_SCHEMA_REGISTRY_URL"] == registry
+    assert added["STREAMAPP_EVENTS_TOPIC"] == "events-avro", "a JSON demo's topic holds JSON"
+    mine = demo.avro_settings(
+        {"STREAMAPP_OUTPUT_FORMAT": "json", "STREAMAPP_EVENTS_TOPIC": "cards"}, registry
+    )
+    assert "STREAMAPP_OUTPUT_FORMAT" not in mine and "STREAMAPP_EVENTS_TOPIC" not in mine
