@@ -42,7 +42,6 @@ class Schemas:
         self.registry = registry
         self.known: dict[int, avro.WriterSchema] = {}
         self.unknown: OrderedDict[int, avro.WriterSchema] = OrderedDict()
-        self.lookups = 0
 
     def get(self, schema_id: int) -> avro.WriterSchema | None:
         return self.known.get(schema_id) or self.unknown.get(schema_id)
@@ -62,7 +61,6 @@ class Schemas:
                     await asyncio.sleep(delay)
 
     async def _fetch(self, schema_id: int) -> None:
-        self.lookups += 1
         found = await self.registry.schema(schema_id)
         if found is None:
             self.unknown[schema_id] = avro.WriterSchema(

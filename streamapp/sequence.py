@@ -67,7 +67,6 @@ class Forwarder:
 
     def __init__(self, send: Send, sequence: str, labels_topic: str) -> None:
         self.send, self.sequence, self.labels_topic = send, sequence, labels_topic
-        self.forwarded = {EVENTS: 0, LABELS: 0}
 
     async def forward(
         self, tp: TP, batch: Sequence[ConsumerRecord], still_ours: Callable[[], bool]
@@ -89,5 +88,4 @@ class Forwarder:
             )
             last = record.offset
         await asyncio.gather(*deliveries)  # acknowledged before their source offsets are committed
-        self.forwarded[source] += len(deliveries)
         return last
