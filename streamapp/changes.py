@@ -100,6 +100,16 @@ def promote_by_rule(state: PartitionState, offset: int) -> None:
         _promote(state, winner, offset, rule)
 
 
+def rollback_wait(state: PartitionState, at: float) -> float:
+    """Seconds until a rollback is allowed at `at` (0: now): each forces a full snapshot over a
+    kept one (record time in the log, so a replay decides alike; wall clock in the web views,
+    which answer 429)."""
+    interval = state.config.rollback_min_interval
+    if not interval or not state.last_rollback_at:
+        return 0.0
+    return max(0.0, state.last_rollback_at + interval - at)
+
+
 def roll_back(state: PartitionState, older: PartitionState, seq: int, offset: int, at: float = 0.0) -> str:
     """The models (with their metrics, drift detectors and champion) become those of snapshot
     #`seq`; the position in the log, the counters and the waiting events stay."""

@@ -28,7 +28,7 @@ from streamapp.models import ModelSpec
 from streamapp.ownership import Ownership
 from streamapp.records import BadEvent, Control, Event, Feature, LateLabel
 from streamapp.schema import LearnedSchema
-from streamapp.summary import summarize
+from streamapp.summary import model_version, summarize
 from streamapp.tasks import Task, task_named
 from streamapp.waiting import Bounds, Predictions, Waiting, WaitingEvents
 
@@ -166,6 +166,15 @@ def no_snapshots(partition: int, seq: int) -> PartitionState:
     raise Unavailable(f"snapshot #{seq} is not kept (kept: none)")
 
 
+def first_copy(source_offsets: dict[str, int], copy: Copy) -> Event | LateLabel | Control | Refused | None:
+    """The copied message if its source offset is past the last one applied of its source
+    (noted now), else None: the sequence topic repeated it (streamapp/sequence.py)."""
+    if copy.offset <= source_offsets.get(copy.source, -1):
+        return None
+    source_offsets[copy.source] = copy.offset
+    return copy.message
+
+
 def added_since_format_3() -> dict[str, Any]:
     """The learning added to PartitionState after format 3 came out, as a new partition has it."""
     return {"source_offsets": {}, "duplicates": 0}
@@ -269,12 +278,11 @@ class PartitionState:
         runtime = self.runtime
         runtime.events_replayed += offset < runtime.replay_until
         if isinstance(message, Copy):
-            if message.offset <= self.source_offsets.get(message.source, -1):
+            if (copied := first_copy(self.source_offsets, message)) is None:
                 self.duplicates += 1
                 self.offset = offset
                 return Duplicate()
-            self.source_offsets[message.source] = message.offset
-            message = message.message
+            message = copied
         outcome: Outcome
         try:
             if isinstance(message, Event):
@@ -414,24 +422,10 @@ class PartitionState:
             changes.promote_by_rule(self, offset)
 
     def rollback_wait(self, at: float) -> float:
-        """Seconds until a rollback is allowed at `at` (0: now): each forces a full snapshot
-        over a kept one (record time in the log, so a replay decides alike; wall clock in the
-        web views, which answer 429)."""
-        interval = self.config.rollback_min_interval
-        if not interval or not self.last_rollback_at:
-            return 0.0
-        return max(0.0, self.last_rollback_at + interval - at)
+        return changes.rollback_wait(self, at)
 
     def version(self) -> dict[str, Any]:
-        """Which model makes a prediction now: replaying the partition to its offset reproduces it."""
-        champion = self.champion
-        return {
-            "name": champion.name,
-            "snapshot_seq": self.runtime.snapshot_seq,
-            "learned": champion.learned,
-            "resets": champion.resets,
-            "rollbacks": self.rollbacks,
-        }
+        return model_version(self)
 
     def summary(self, now: float) -> dict[str, Any]:
         """The partition as /models shows it."""

@@ -475,40 +475,45 @@ class Settings:
 
     def check(self) -> None:
         """Cross-field rules that single values cannot express."""
-        if self.max_snapshot_bytes >= self.kafka_max_message_bytes:
-            raise ConfigError(
-                f"{PREFIX}MAX_SNAPSHOT_BYTES ({self.max_snapshot_bytes}) must be below "
-                f"{PREFIX}KAFKA_MAX_MESSAGE_BYTES ({self.kafka_max_message_bytes}), which leaves room "
-                "for the record's framing"
-            )
-        if self.pending_labels_max_bytes > self.max_snapshot_bytes // 2:
-            # Waiting events pickle to 0.65-0.9 of their JSON (card events, one or two models):
-            # half the snapshot leaves the other half for the models, so they alone never make a
-            # partition's state too large to snapshot.
-            raise ConfigError(
-                f"{PREFIX}PENDING_LABELS_MAX_BYTES ({self.pending_labels_max_bytes}) must be at most "
-                f"half of {PREFIX}MAX_SNAPSHOT_BYTES ({self.max_snapshot_bytes}): the events waiting "
-                "for a label are part of every snapshot"
-            )
-        if self.model in self.challengers:
-            raise ConfigError(
-                f"{PREFIX}CHALLENGERS names the champion {self.model!r} ({PREFIX}MODEL); "
-                "list only the other models"
-            )
-        if self.promote_after and not self.challengers:
-            raise ConfigError(
-                f"{PREFIX}PROMOTE_AFTER is set but {PREFIX}CHALLENGERS is empty: nothing to promote"
-            )
-        if self.signing_key_previous and not self.signing_key:
-            raise ConfigError(
-                f"{PREFIX}SIGNING_KEY_PREVIOUS is set but {PREFIX}SIGNING_KEY is not: the previous "
-                "key only verifies; set the new key too"
-            )
-        topics = [self.events_topic, self.predictions_topic, self.deadletter_topic]
-        if len(set(topics)) != len(topics):
-            raise ConfigError(f"events, predictions and dead-letter topics must differ, got {topics}")
+        check_bounds_and_models(self)
         check_security(self)
         check_input(self)
+
+
+def check_bounds_and_models(self: Settings) -> None:
+    """Snapshot and message bounds, champion and challengers, signing keys, distinct topics."""
+    if self.max_snapshot_bytes >= self.kafka_max_message_bytes:
+        raise ConfigError(
+            f"{PREFIX}MAX_SNAPSHOT_BYTES ({self.max_snapshot_bytes}) must be below "
+            f"{PREFIX}KAFKA_MAX_MESSAGE_BYTES ({self.kafka_max_message_bytes}), which leaves room "
+            "for the record's framing"
+        )
+    if self.pending_labels_max_bytes > self.max_snapshot_bytes // 2:
+        # Waiting events pickle to 0.65-0.9 of their JSON (card events, one or two models):
+        # half the snapshot leaves the other half for the models, so they alone never make a
+        # partition's state too large to snapshot.
+        raise ConfigError(
+            f"{PREFIX}PENDING_LABELS_MAX_BYTES ({self.pending_labels_max_bytes}) must be at most "
+            f"half of {PREFIX}MAX_SNAPSHOT_BYTES ({self.max_snapshot_bytes}): the events waiting "
+            "for a label are part of every snapshot"
+        )
+    if self.model in self.challengers:
+        raise ConfigError(
+            f"{PREFIX}CHALLENGERS names the champion {self.model!r} ({PREFIX}MODEL); "
+            "list only the other models"
+        )
+    if self.promote_after and not self.challengers:
+        raise ConfigError(
+            f"{PREFIX}PROMOTE_AFTER is set but {PREFIX}CHALLENGERS is empty: nothing to promote"
+        )
+    if self.signing_key_previous and not self.signing_key:
+        raise ConfigError(
+            f"{PREFIX}SIGNING_KEY_PREVIOUS is set but {PREFIX}SIGNING_KEY is not: the previous "
+            "key only verifies; set the new key too"
+        )
+    topics = [self.events_topic, self.predictions_topic, self.deadletter_topic]
+    if len(set(topics)) != len(topics):
+        raise ConfigError(f"events, predictions and dead-letter topics must differ, got {topics}")
 
 
 def check_security(self: Settings) -> None:

@@ -8,6 +8,18 @@ if TYPE_CHECKING:
     from streamapp.partition import PartitionState
 
 
+def model_version(state: PartitionState) -> dict[str, Any]:
+    """Which model makes a prediction now: replaying the partition to its offset reproduces it."""
+    champion = state.champion
+    return {
+        "name": champion.name,
+        "snapshot_seq": state.runtime.snapshot_seq,
+        "learned": champion.learned,
+        "resets": champion.resets,
+        "rollbacks": state.rollbacks,
+    }
+
+
 def summarize(state: PartitionState, now: float) -> dict[str, Any]:
     config, runtime, champion = state.config, state.runtime, state.champion
     return {

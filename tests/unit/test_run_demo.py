@@ -36,6 +36,9 @@ def _metrics(rocauc: float) -> dict[str, float]:
     return {"rocauc": rocauc, "accuracy": 0.9886, "f1": 0.6111, "logloss": 0.2196}
 
 
+DRIFT = {"detector": "ADWIN", "detections": 0, "rises": 0, "recent": [], "error_mean": 0.0114}
+
+
 def _model(name: str, role: str, rocauc: float, rolling: float, learned: int) -> dict[str, Any]:
     return {
         "name": name,
@@ -46,14 +49,7 @@ def _model(name: str, role: str, rocauc: float, rolling: float, learned: int) ->
         "labels": learned,
         "metrics": _metrics(rocauc),
         "rolling": {"rocauc": rolling},
-        "drift": {
-            "detector": "ADWIN",
-            "detections": 0,
-            "rises": 0,
-            "recent": [],
-            "error_mean": 0.0114,
-            "model_resets": 0,
-        },
+        "drift": {**DRIFT, "model_resets": 0},
         "role": role,
     }
 
@@ -104,19 +100,13 @@ def partition(
         "model_errors": 0,
         "gaps": 0,
         "replays_skipped": 0,
+        "duplicates": 0,
+        "sources": {},
         "events_replayed": 0,
         "events_lost_to_retention": 0,
         "recovery": {"time": T0 - 2, "from": "new", "committed": None, "replay_until": 0},
         "metrics": next(r["metrics"] for r in rows if r["role"] == "champion"),
-        "drift": {
-            "detector": "ADWIN",
-            "detections": 0,
-            "rises": 0,
-            "recent": [],
-            "error_mean": 0.0114,
-            "policy": "none",
-            "model_resets": 0,
-        },
+        "drift": {**DRIFT, "policy": "none", "model_resets": 0},
         "models": rows,
         "promotion_rule": {"window": 500, "margin": 0.1},
         "changes": audit or [],
