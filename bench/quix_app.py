@@ -57,7 +57,8 @@ def main() -> None:
             for i, chunk in enumerate(chunks):
                 state.set(f"snapshot-{i}", chunk)
             state.set("snapshot-chunks", len(chunks))
-            model.runtime.snapshot_taken(model.offset, 0, time.time())
+            model.runtime.snapshot_started(time.time())
+            model.runtime.snapshot_taken(model.offset, 0)
         doc: dict[str, Any] = {
             "id": event.id,
             "partition": partition,

@@ -194,7 +194,7 @@ def transactions(app: BatchApp, settings: Settings) -> Transactions | None:
     )
     txns = Transactions(settings.app_id, app.conf.id, settings.transaction_interval, new_producer)
     app.on_commit = partial(txns.commit_due, force=True)
-    app.on_stopping = txns.close
+    app.on_stopping = (*app.on_stopping, txns.close)
     app.task(txns.commit_loop)
     return txns
 
@@ -302,6 +302,7 @@ def create_app(settings: Settings) -> faust.App:
     table = TableSnapshots(app, topics.snapshots, sources)
     processor = Processor.from_settings(settings, table, kafka_outputs(app, transactions(app, settings)))
     app.preflight = partial(preflight, settings, processor)
+    app.on_stopping = (processor.close, *app.on_stopping)
     subscribe(app, settings, topics, processor)
     outputs = (topics.predictions, topics.deadletters)
     rebalance = recovery.Rebalance(app, processor, sources, topics.snapshots, outputs)

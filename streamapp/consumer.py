@@ -151,8 +151,8 @@ class BatchApp(AppSeam):
     preflight: Callable[[], Awaitable[None]] | None = None
     #: awaited before every commit of the consumer (at a rebalance and at stop too)
     on_commit: Callable[[], Awaitable[None]] | None = None
-    #: awaited when the worker stops, once the batch in progress is done
-    on_stopping: Callable[[], Awaitable[None]] | None = None
+    #: awaited in turn when the worker stops, once the batch in progress is done
+    on_stopping: tuple[Callable[[], Awaitable[None]], ...] = ()
     #: the model's position (next offset) of held source partitions (BatchConsumer.seek_to_committed)
     model_positions: Callable[[Iterable[TP]], dict[TP, int]] | None = None
     _output_producer: ProducerT | None = None
@@ -175,8 +175,8 @@ class BatchApp(AppSeam):
 
     async def on_stop(self) -> None:
         await super().on_stop()  # stops the flow and waits for the batch in progress
-        if self.on_stopping is not None:
-            await self.on_stopping()
+        for stopping in self.on_stopping:
+            await stopping()
 
     async def on_first_start(self) -> None:
         # The app's first hook: its consumer, producers and web server start after it.

@@ -33,6 +33,8 @@ class Ownership:
     snapshot_errors: int = 0
     events_since_snapshot: int = 0
     snapshot_now: bool = False  # the models changed (a rollback): snapshot at once
+    #: a snapshot is being made (in a child) of the state after this many events since the last
+    snapshot_taking: int | None = None
 
     def snapshot_due(self, partition: int, every_events: int, every_seconds: float, now: float) -> bool:
         """After about `every_events` events or `every_seconds` seconds (see snapshot_spread).
@@ -40,6 +42,10 @@ class Ownership:
         A new model's first interval starts when it is built, not at its first event: every
         partition of a starting worker would otherwise snapshot (and open its RocksDB) at once.
         """
+        if self.snapshot_taking is not None:
+            return False
+        if self.snapshot_now:
+            return True
         if self.events_since_snapshot == 0:
             return False
         spread = snapshot_spread(partition, self.snapshot_seq)
@@ -49,20 +55,26 @@ class Ownership:
             or now - since >= every_seconds * spread
         )
 
-    def snapshot_taken(self, offset: int, size: int, now: float) -> None:
+    def snapshot_started(self, now: float) -> None:
+        """A snapshot of the state as it is now is being made; the interval restarts now."""
+        self.snapshot_taking = self.events_since_snapshot
         self.snapshot_now = False
+        self.snapshot_at = now
+
+    def snapshot_taken(self, offset: int, size: int) -> None:
+        """The snapshot started last is written; the events applied since it started count
+        towards the next."""
         self.snapshot_seq += 1
         self.snapshot_offset = offset
         self.snapshot_bytes = size
-        self.snapshot_at = now
-        self.events_since_snapshot = 0
+        self.events_since_snapshot -= self.snapshot_taking or 0
+        self.snapshot_taking = None
 
-    def snapshot_failed(self, now: float) -> None:
+    def snapshot_failed(self) -> None:
         """Count it and wait a full interval before trying again, not pickle on every event."""
         self.snapshot_errors += 1
-        self.snapshot_now = False
-        self.snapshot_at = now
-        self.events_since_snapshot = 0
+        self.events_since_snapshot -= self.snapshot_taking or 0
+        self.snapshot_taking = None
 
     @classmethod
     def restored(cls, seq: int, offset: int, size: int, created: float) -> Ownership:

@@ -121,6 +121,12 @@ class ModelCollector(Collector):
         for partition, count in sorted(self.processor.store.refused.items()):
             refused.add_metric([str(partition)], count)
         yield refused
+        writer = self.processor.writer
+        yield CounterMetricFamily(
+            "streamapp_snapshot_children",
+            "Children forked to pickle a snapshot since this worker started (STREAMAPP_SNAPSHOT_IN).",
+            value=0 if writer is None else writer.forks,
+        )
         predictions = CounterMetricFamily(
             "streamapp_predictions",
             "Predictions emitted since this worker took the partition.",

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from streamapp import snapshot_child
+
 PREFIX = "STREAMAPP_"
 
 
@@ -364,6 +366,13 @@ class Settings:
         _positive_float,
         "...or when its last snapshot is this old (both spread by +-25% per partition).",
     )
+    snapshot_in: str = _setting(
+        "auto",
+        _choice(("auto", "child", "loop")),
+        "Where snapshots are pickled: child (a forked child, the event loop never pauses for "
+        "it; Linux), loop (on the event loop), or auto: in a child once a partition's last "
+        "snapshot was 1 MiB or more, where pickling on the loop costs more than a fork.",
+    )
     max_snapshot_bytes: int = _setting(
         "67108864", _positive_int, "Largest snapshot written (64 MiB); kept under the Kafka limits below."
     )
@@ -496,6 +505,12 @@ def check_bounds_and_models(self: Settings) -> None:
             f"{PREFIX}PENDING_LABELS_MAX_BYTES ({self.pending_labels_max_bytes}) must be at most "
             f"half of {PREFIX}MAX_SNAPSHOT_BYTES ({self.max_snapshot_bytes}): the events waiting "
             "for a label are part of every snapshot"
+        )
+    unforkable = snapshot_child.available() if self.snapshot_in != "loop" else None
+    if unforkable:
+        raise ConfigError(
+            f"{PREFIX}SNAPSHOT_IN={self.snapshot_in} forks, which cannot work here ({unforkable}): "
+            f"set {PREFIX}SNAPSHOT_IN=loop"
         )
     if self.model in self.challengers:
         raise ConfigError(

@@ -190,19 +190,27 @@ class SnapshotStore:
         return state.runtime.snapshot_due(state.partition, self.every_events, self.every_seconds, now)
 
     def take(self, state: PartitionState, now: float) -> int | None:
-        """Write the partition's state and note it in its ownership; its size, or None when it
-        could not be made or written: counted and logged, never raised, as the model keeps
-        learning in memory and recovery replays from the last good snapshot. (Seen: Faust's
-        table raised PartitionsMismatch while the consumer's metadata of a changelog created a
-        moment before still listed no partitions.)"""
+        """Write the partition's state now, on the event loop (STREAMAPP_SNAPSHOT_IN=loop; the
+        worker's default is a child: streamapp/snapshot_writer.py), and note it in its
+        ownership; its size, or None when it could not be made or written: counted and logged,
+        never raised, as the model keeps learning in memory and recovery replays from the last
+        good snapshot."""
+        state.runtime.snapshot_started(now)
         try:
-            size = self.save(state)
+            blob = snapshot.encode(state, self.max_bytes, self.signer)
+            self.write(state.partition, blob)
         except Exception as exc:  # a SnapshotError (too large), a model that cannot pickle, Faust
-            state.runtime.snapshot_failed(now)
-            log.error("partition %d: SNAPSHOT NOT WRITTEN: %s: %s", state.partition, type(exc).__name__, exc)
+            self.not_written(state, exc)
             return None
-        state.runtime.snapshot_taken(state.offset, size, now)
-        return size
+        state.runtime.snapshot_taken(state.offset, len(blob))
+        return len(blob)
+
+    def not_written(self, state: PartitionState, exc: BaseException) -> None:
+        """Count and log a snapshot that could not be made or written. (Seen: Faust's table
+        raised PartitionsMismatch while the consumer's metadata of a changelog created a moment
+        before still listed no partitions.)"""
+        state.runtime.snapshot_failed()
+        log.error("partition %d: SNAPSHOT NOT WRITTEN: %s: %s", state.partition, type(exc).__name__, exc)
 
     def rewound(self, state: PartitionState, offset: int) -> tuple[PartitionState, str]:
         """The state to replay from after `state` failed half-way through learning `offset`: its
@@ -218,13 +226,13 @@ class SnapshotStore:
         restored.model_errors = state.model_errors + 1
         return restored, source
 
-    def save(self, state: PartitionState) -> int:
-        """Write the state as its next snapshot; its size in bytes. Raises what encoding (a
-        SnapshotError when too large, a model that cannot pickle) or the table raises."""
-        key = snapshot_key(state.partition, state.runtime.snapshot_seq + 1, self.kept)
-        blob = snapshot.encode(state, self.max_bytes, self.signer)
-        self.table.put(state.partition, key, blob)
-        headers = self.headers.get(state.partition)
+    def write(self, partition: int, blob: bytes) -> snapshot.Header:
+        """Store an encoded snapshot of `partition` (this worker's own) in the slot its sequence
+        number names; its header. Raises what the table raises."""
+        header = snapshot.read_header(blob)
+        key = snapshot_key(partition, header.seq, self.kept)
+        self.table.put(partition, key, blob)
+        headers = self.headers.get(partition)
         if headers is not None:  # else the first listing reads the table, this one included
-            headers[key] = snapshot.read_header(blob)  # its own, just encoded
-        return len(blob)
+            headers[key] = header
+        return header

@@ -29,8 +29,12 @@ async def nothing(*args: object) -> None:
 
 
 def build_processor(table: MemoryTable, outputs: Outputs | None = None, **settings: str) -> Processor:
-    """The worker's Processor over an in-memory snapshot table, with STREAMAPP_<NAME> settings."""
-    env = {"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY}
+    """The worker's Processor over an in-memory snapshot table, with STREAMAPP_<NAME> settings.
+
+    Snapshots are made on the loop unless snapshot_in="child" is given: a fetched batch here
+    never yields to the loop, so a child would make one snapshot per batch at most, where the
+    tests count on one every N events (test_snapshot_writer.py tests the children)."""
+    env = {"STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY, "STREAMAPP_SNAPSHOT_IN": "loop"}
     env.update({f"STREAMAPP_{k.upper()}": v for k, v in settings.items()})
     no_outputs = Outputs(nothing, nothing, nothing, nothing)  # type: ignore[arg-type]
     return Processor.from_settings(Settings.from_env(env), table, outputs or no_outputs)
@@ -99,17 +103,28 @@ class Harness:
         self.offset += len(values)
         self.fetch(self.offset - len(values), at)
 
-    def fetch(self, start: int, at: float | None = None) -> None:
-        """Hand the log from `start` on to the processor in one fetched batch, as a consumer that
-        was moved (or sought back) to `start` would."""
+    def batch(self, start: int, at: float | None = None) -> list[ConsumerRecord]:
+        """The log from `start` on, as the consumer would fetch it."""
         timestamp = int((time.time() if at is None else at) * 1000)
-        batch = [
+        return [
             ConsumerRecord(
                 TOPIC, 0, offset, timestamp, 0, b"key", value, None, 3, len(value or b""), tuple(headers)
             )
             for offset, (value, headers) in enumerate(self.log[start:], start=start)
         ]
-        asyncio.run(self.processor.handle_batch(TP(TOPIC, 0), batch, lambda: True))
+
+    async def _handle(self, batch: list[ConsumerRecord]) -> None:
+        """The batch, then the snapshot its child is making, if any, written."""
+        await self.processor.handle_batch(TP(TOPIC, 0), batch, lambda: True)
+        writer = self.processor.writer
+        if writer is not None and writer.running is not None:
+            await writer.running[1]
+
+    def fetch(self, start: int, at: float | None = None) -> None:
+        """Hand the log from `start` on to the processor in one fetched batch, as a consumer that
+        was moved (or sought back) to `start` would."""
+        batch = self.batch(start, at)
+        asyncio.run(self._handle(batch))
         sink = self._sink  # type: ignore[attr-defined]
         self.predictions.extend(orjson.loads(value) for _, value in sink)
         sink.clear()

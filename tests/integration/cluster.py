@@ -21,6 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamapp.settings import Settings
 from streamapp.topics import create_topics
@@ -157,6 +158,11 @@ class Worker:
                 return json.load(response)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
+
+    def metrics(self) -> dict[str, Any]:
+        """The worker's /metrics, by family name."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+            return {f.name: f for f in text_string_to_metric_families(response.read().decode())}
 
     def models(self) -> dict[int, dict[str, Any]]:
         """The partitions this worker serves (its /models/local)."""

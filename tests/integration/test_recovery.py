@@ -10,7 +10,14 @@ import pytest
 
 from streamapp.settings import Settings
 from tests.integration.chaos import Cluster, assert_exact, run_stream
-from tests.integration.cluster import ROOT, committed_offset, delete_records_before, unique_env, wait_for
+from tests.integration.cluster import (
+    ROOT,
+    Worker,
+    committed_offset,
+    delete_records_before,
+    unique_env,
+    wait_for,
+)
 
 # A snapshot every 300 events or 3 s: recovery always has a snapshot and a tail to replay.
 FAST_SNAPSHOTS = {"snapshot_every_events": "300", "snapshot_every_seconds": "3", "session_timeout": "6"}
@@ -85,6 +92,56 @@ def test_scale_one_to_three_to_two_workers(cluster: Cluster) -> None:
     assert cluster.workers["w1"].alive() and cluster.workers["w2"].alive()
 
 
+def children_forked(worker: Worker) -> float:
+    (sample,) = worker.metrics()["streamapp_snapshot_children"].samples
+    return float(sample.value)
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, state letter) of each child process of `pid`."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            stat = Path(f"/proc/{child}/stat").read_text(errors="replace")
+            found.append((int(child), stat.rsplit(")", 1)[1].split()[0]))
+    return found
+
+
+def test_a_snapshot_at_every_event_across_a_rebalance_and_a_sigkill(tmp_path: Path) -> None:
+    """Snapshots made in forked children as often as one can start: partitions
+    move to a second worker while children are pickling, then a worker is killed. Every model
+    still equals River's, and no worker is ever left with more than its one child or a zombie."""
+    env = unique_env(
+        8, snapshot_in="child", snapshot_every_events="1", snapshot_every_seconds="3", session_timeout="6"
+    )
+    cluster = Cluster(env, tmp_path)
+    seen: list[list[tuple[int, str]]] = []
+
+    def watch_children() -> None:
+        for worker in cluster.workers.values():
+            if worker.alive() and worker.proc is not None:
+                seen.append(children(worker.proc.pid))
+
+    try:
+        cluster.start("w1")
+        script = [(t / 5, watch_children) for t in range(1, 70)]
+        script += [(4, lambda: cluster.start("w2")), (9, lambda: cluster.stop("w1", signal.SIGKILL))]
+        script += [(11, lambda: cluster.start("w1"))]
+        run_stream(env, events=4000, rate=300, script=sorted(script, key=lambda step: step[0]))
+        assert_exact(cluster, Settings.from_env(env))
+        served = cluster.served()
+        taken = sum(s["snapshot"]["seq"] for s, _ in served.values())
+        forks = sum(children_forked(w) for w in cluster.workers.values() if w.alive())
+        assert taken >= 100 and forks >= 50, f"{taken} snapshots, {forks} children: not as often as possible?"
+        assert not any(s["snapshot"]["errors"] for s, _ in served.values())
+        assert max(len(found) for found in seen) <= 1, f"more than one child at a time: {seen}"
+        for worker in cluster.workers.values():
+            assert worker.proc is not None
+            assert all(state != "Z" for _, state in children(worker.proc.pid)), "a zombie child"
+    finally:
+        cluster.stop_all()
+
+
 def test_broker_restart_mid_stream(cluster: Cluster) -> None:
     cluster.start_all("w1", "w2")
     restart = lambda: subprocess.run([str(ROOT / "tools/kafka/kafka.sh"), "restart"], check=True)  # noqa: E731
@@ -108,6 +165,8 @@ def test_adaptive_random_forest_over_a_megabyte_recovers_exactly(tmp_path: Path)
         assert_exact(cluster, Settings.from_env(env), timeout=300)
         sizes = [s["snapshot"]["bytes"] for s, _ in cluster.served().values()]
         assert max(sizes) > 1_000_000, f"snapshots of {sizes} bytes: the forest should pass 1 MB"
+        forks = [children_forked(w) for w in cluster.workers.values() if w.alive()]
+        assert sum(forks) > 0, "STREAMAPP_SNAPSHOT_IN=auto: snapshots over 1 MiB are made in a child"
     finally:
         cluster.stop_all()
 

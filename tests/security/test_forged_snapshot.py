@@ -8,12 +8,10 @@ import hashlib
 import os
 import pickle
 import signal
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from streamapp import signing, snapshot
 from streamapp.settings import Secret, Settings
@@ -55,11 +53,6 @@ def wrong_key(partition: int, offset: int, seq: int, payload: bytes) -> bytes:
     head = forged_header(partition, offset, seq, payload, snapshot.FORMAT)
     mac = Signer(Secret(WRONG_KEY)).sign(signing.SNAPSHOT, snapshot.MAGIC, head, payload)
     return snapshot.MAGIC + len(head).to_bytes(4, "big") + head + mac + payload
-
-
-def metrics(port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return {f.name: f for f in text_string_to_metric_families(response.read().decode())}
 
 
 def test_forged_snapshots_in_the_changelog_are_refused_and_nothing_runs(tmp_path: Path) -> None:
@@ -125,7 +118,7 @@ def test_forged_snapshots_in_the_changelog_are_refused_and_nothing_runs(tmp_path
 
         refused = {
             s.labels["partition"]: s.value
-            for s in metrics(worker.port)["streamapp_snapshots_refused"].samples
+            for s in worker.metrics()["streamapp_snapshots_refused"].samples
             if s.name.endswith("_total")
         }
         assert refused == {"0": 1.0, "1": 1.0}, refused

@@ -40,6 +40,7 @@ class FakeProcessor:
     states: dict[int, PartitionState] = field(default_factory=dict)
     timings: dict[int, Timing] = field(default_factory=dict)
     store: FakeStore = field(default_factory=FakeStore)
+    writer: Any = None  # snapshots on the loop: no children
 
 
 @dataclass
@@ -243,3 +244,5 @@ def test_a_worker_without_partitions_exposes_the_families_without_series() -> No
     for name in names:
         assert name in families and families[name].documentation, name
         assert families[name].samples == [], name
+    (children,) = families["streamapp_snapshot_children"].samples
+    assert children.name == "streamapp_snapshot_children_total" and children.value == 0

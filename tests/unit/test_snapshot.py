@@ -84,7 +84,8 @@ def test_snapshot_schedule_by_count_and_by_age() -> None:
     assert not state.runtime.snapshot_due(
         state.partition, every_events=3, every_seconds=60, now=1000.0
     )  # nothing applied yet
-    state.runtime.snapshot_taken(state.offset, 10, now=1000.0)
+    state.runtime.snapshot_started(now=1000.0)
+    state.runtime.snapshot_taken(state.offset, 10)
     state.runtime.events_since_snapshot += 1
     assert not state.runtime.snapshot_due(state.partition, every_events=3, every_seconds=60, now=1001.0)
     assert state.runtime.snapshot_due(
@@ -119,7 +120,8 @@ def test_the_last_k_snapshots_are_kept_and_recovery_takes_the_newest_that_decode
         table[snapshot_key(0, state.runtime.snapshot_seq + 1, 3)] = blob = snapshot.encode(
             state, 10_000_000, SIGNER
         )
-        state.runtime.snapshot_taken(state.offset, len(blob), 0.0)
+        state.runtime.snapshot_started(0.0)
+        state.runtime.snapshot_taken(state.offset, len(blob))
     kept = processor.kept_snapshots(0)
     assert [(h.seq, h.offset) for h, _ in kept] == [(5, 499), (4, 399), (3, 299)]
     assert processor.kept_headers(0) == [h for h, _ in kept]
@@ -348,7 +350,8 @@ def test_a_rollback_to_a_snapshot_replaced_by_a_forgery_is_refused(tmp_path: Pat
         table[snapshot_key(0, state.runtime.snapshot_seq + 1, 2)] = blob = snapshot.encode(
             state, 10_000_000, SIGNER
         )
-        state.runtime.snapshot_taken(state.offset, len(blob), 0.0)
+        state.runtime.snapshot_started(0.0)
+        state.runtime.snapshot_taken(state.offset, len(blob))
     assert [h.seq for h in processor.kept_headers(0)] == [2, 1]  # read once, then from memory
     marker = tmp_path / "pwned"
     table[snapshot_key(0, 1, 2)] = signed(
