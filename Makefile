@@ -51,7 +51,7 @@ test-other:
 	  .venv-other/bin/python -m pytest tests/unit -p no:cacheprovider; fi
 
 # streamapp against River's own loop and the paper's plain consumer loop; writes bench/RESULTS.md.
-# QUICK=1: a short run (about 4 minutes); SOAK=20m: also hold 70% of the maximum for 20 minutes.
+# QUICK=1: a shorter run (about 13 minutes); SOAK=20m: also hold 70% of the maximum for 20 minutes.
 bench: install
 	@tools/with_kafka.sh $(BIN)/python -m bench.run $(if $(QUICK),--quick) $(if $(SOAK),--soak $(SOAK))
 

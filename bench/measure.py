@@ -173,9 +173,14 @@ async def _ends(topic: str, partitions: int) -> dict[int, int]:
 
 
 def timings(
-    output_topic: str, input_topic: str, partitions: int, visibility: Visibility | None = None
+    output_topic: str,
+    input_topic: str,
+    partitions: int,
+    visibility: Visibility | None = None,
+    since: float = 0.0,
 ) -> Timings:
-    """Throughput and end-to-end latencies of everything in `output_topic`.
+    """Throughput and end-to-end latencies of everything in `output_topic` (of the inputs
+    produced at `since` or later).
 
     Output records are JSON naming the input's "partition" and "offset". With `visibility` (a
     transactional output topic), the committed records only, timed when they became visible.
@@ -184,18 +189,22 @@ def timings(
         (r.partition, r.offset): r.timestamp / 1000
         for records in read_topic(input_topic, partitions).values()
         for r in records
+        if r.timestamp / 1000 >= since
     }
     isolation = "read_uncommitted" if visibility is None else "read_committed"
     outputs = [r for records in read_topic(output_topic, partitions, isolation).values() for r in records]
-    if visibility is None:
-        stamps = [r.timestamp / 1000 for r in outputs]
-    else:
-        stamps = [visibility.at(r.partition, r.offset) for r in outputs]
-    latencies = []
-    for record, stamp in zip(outputs, stamps, strict=True):
+    latencies, stamps = [], []
+    for record in outputs:
         doc = orjson.loads(record.value)
-        latencies.append(stamp - sent[(doc["partition"], doc["offset"])])
-    return Timings(len(outputs), min(sent.values(), default=0.0), max(stamps, default=0.0), latencies)
+        produced = sent.get((doc["partition"], doc["offset"]))
+        if produced is None:
+            continue  # an output of an earlier input
+        stamp = (
+            record.timestamp / 1000 if visibility is None else visibility.at(record.partition, record.offset)
+        )
+        stamps.append(stamp)
+        latencies.append(stamp - produced)
+    return Timings(len(latencies), min(sent.values(), default=0.0), max(stamps, default=0.0), latencies)
 
 
 def wait_for_count(

@@ -15,15 +15,20 @@ COLOURS = ["#888888", "#4c72b0", "#55a868", "#dd8452", "#c44e52", "#f2b880", "#e
 
 
 def throughput(results: dict[str, Any], names: list[str], path: Path) -> None:
-    """Grouped bars per model, for the implementations it ran (the first, the limit, always);
-    each bar labelled with its ratio to the limit."""
+    """Grouped bars per model, for the implementations it ran (the first, the limit, always):
+    the median over the rounds with their range, labelled with its ratio to the limit."""
     models = list(results)
     fig, axes = plt.subplots(1, len(models), figsize=(6.4 * len(models), 4.4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        ran = [n for n in names if n in results[model].throughput]
-        values = [results[model].throughput[n] for n in ran]
+        runs = results[model].throughput
+        ran = [n for n in names if n in runs]
+        values = [results[model].medians[n] for n in ran]
         colours = [COLOURS[names.index(n) % len(COLOURS)] for n in ran]
-        bars = ax.bar(range(len(ran)), values, color=colours)
+        errors = [
+            [v - min(runs[n]) for n, v in zip(ran, values, strict=True)],
+            [max(runs[n]) - v for n, v in zip(ran, values, strict=True)],
+        ]
+        bars = ax.bar(range(len(ran)), values, color=colours, yerr=errors, capsize=3)
         limit = values[0]
         for bar, value in zip(bars, values, strict=True):
             ax.annotate(

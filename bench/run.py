@@ -10,11 +10,14 @@ prediction) on the same card transactions in 8 partitions, by:
   streamapp   1 worker and 2 workers, snapshots on at their defaults
   streamapp   the same, exactly once (STREAMAPP_PROCESSING_GUARANTEE=exactly_once), for the models
               of EXACTLY_ONCE_MODELS, each right after the same at-least-once run: its cost as a ratio
-Then streamapp's end-to-end latency at 50% and 80% of its measured maximum with an open-loop
-producer (exactly once: at the 50% rate and at half its own maximum), its snapshot overhead, and
-optionally a soak at 70% of the maximum. Results go to bench/RESULTS.md and bench/*.png;
-measurements come from the output topics (bench/measure.py); exactly-once outputs count when a
-read_committed consumer can see them.
+Every implementation runs once per round, the rounds one after another (ROUNDS), so a noisy
+minute on a shared machine hits all of them; each figure is the median over the rounds, each
+ratio the median of the ratios within a round, shown with its range. Then streamapp's end-to-end
+latency at 50% (LATENCY_RUNS times: a p99 target must hold in every run) and 80% of its measured
+maximum with an open-loop producer (exactly once: at the 50% rate and at half its own maximum),
+its snapshot overhead, and optionally a soak at 70% of the maximum. Results go to
+bench/RESULTS.md and bench/*.png; measurements come from the output topics (bench/measure.py);
+exactly-once outputs count when a read_committed consumer can see them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +57,9 @@ RUNS = ["plain loop", "quix streams", AT_LEAST_ONCE[0], EXACTLY_ONCE[0], AT_LEAS
 #: the models run exactly once too: a transaction costs per output and per commit, not per model,
 #: so the fast tree and the slow forest bound it; HalfSpaceTrees runs at the tree's speed
 EXACTLY_ONCE_MODELS = ("hoeffding_tree", "adaptive_random_forest")
+#: rounds of every implementation, and runs of the latency at 50%
+ROUNDS = 3
+LATENCY_RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,24 @@ class Latency:
 
 @dataclass
 class Result:
-    throughput: dict[str, float] = field(default_factory=dict)  # implementation -> events/s
+    #: implementation -> events/s in each round
+    throughput: dict[str, list[float]] = field(default_factory=dict)
     memory: dict[str, float] = field(default_factory=dict)  # implementation -> peak MB per process
     latency: list[Latency] = field(default_factory=list)
     snapshots_off: float = 0.0  # one worker's events/s with snapshots off (0: not measured)
+
+    @property
+    def medians(self) -> dict[str, float]:
+        return {name: statistics.median(runs) for name, runs in self.throughput.items()}
+
+    def ratios(self, numerator: str, denominator: str) -> list[float]:
+        """numerator / denominator within each round."""
+        pairs = zip(self.throughput[numerator], self.throughput[denominator], strict=False)
+        return [a / b for a, b in pairs]
+
+    def record(self, name: str, events_per_s: float, memory: float = 0.0) -> None:
+        self.throughput.setdefault(name, []).append(events_per_s)
+        self.memory[name] = max(self.memory.get(name, 0.0), memory)
 
 
 def limit(model: str, events: int) -> float:
@@ -212,11 +233,11 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small runs, about 4 minutes")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, about 15 minutes")
     parser.add_argument("--soak", default="", help="also hold 70%% of the maximum rate this long: 20m, 90s")
     args = parser.parse_args()
     sizes = (
-        {m: 10_000 for m in MODELS} | {"adaptive_random_forest": 2_000}
+        {m: 30_000 for m in MODELS} | {"adaptive_random_forest": 3_000}
         if args.quick
         else {"hoeffding_tree": 200_000, "half_space_trees": 200_000, "adaptive_random_forest": 100_000}
     )
@@ -225,46 +246,65 @@ def main() -> None:
     for model in MODELS:
         events = sizes[model]
         result = results[model] = Result()
-        print(f"== {model}: {events} card events in {PARTITIONS} partitions", flush=True)
-        result.throughput["limit"] = limit(model, events)
-        print(f"  limit (River in memory): {result.throughput['limit']:,.0f} events/s", flush=True)
-        timeout = events / 200 + 300
-        for name in RUNS:
-            exactly_once = name in EXACTLY_ONCE
-            if exactly_once and model not in EXACTLY_ONCE_MODELS:
-                continue
-            env = exactly_once_env(model) if exactly_once else fresh_env(model)
-            if name in PEERS:
-                throughput, memory = run_process(PEERS[name], env, events, timeout)
-            else:
-                throughput, memory = run_workers(env, 1 if "1 worker" in name else 2, events, timeout)
-            result.throughput[name], result.memory[name] = throughput, memory
-            print(f"  {name}: {throughput:,.0f} events/s, peak {memory:.0f} MB", flush=True)
+        print(f"== {model}: {events} card events in {PARTITIONS} partitions, {ROUNDS} rounds", flush=True)
+        for round_ in range(1, ROUNDS + 1):
+            run_round(model, events, result, round_)
         if not args.quick:
             off = fresh_env(model, snapshot_every_events="1000000000", snapshot_every_seconds="1e9")
-            result.snapshots_off, _ = run_workers(off, 1, events, timeout)
+            result.snapshots_off, _ = run_workers(off, 1, events, events / 200 + 300)
             print(f"  snapshots off: {result.snapshots_off:,.0f} events/s", flush=True)
-        one, one_eo = result.throughput["streamapp 1 worker"], result.throughput.get(EXACTLY_ONCE[0])
-        # (label, rate, exactly once): exactly once at the rate of the 50% row, and (not quick) at
-        # half its own maximum: the first overloads it when exactly once costs over half the throughput
-        loads = [("50%", 0.5 * one, False), ("80%", 0.8 * one, False)]
+        medians = result.medians
+        one, one_eo = medians["streamapp 1 worker"], medians.get(EXACTLY_ONCE[0])
+        # (label, rate, exactly once, runs): exactly once at the rate of the 50% row, and (not
+        # quick) at half its own maximum: the first overloads it when exactly once costs over half
+        loads = [("50%", 0.5 * one, False, LATENCY_RUNS), ("80%", 0.8 * one, False, 1)]
         if one_eo is not None:
-            loads += [("50%, exactly once", 0.5 * one, True)]
+            loads += [("50%, exactly once", 0.5 * one, True, 1)]
             if not args.quick:
-                loads += [("50% of its maximum, exactly once", 0.5 * one_eo, True)]
-        for label, rate, exactly_once in loads if model == "hoeffding_tree" or not args.quick else ():
-            timings = latency(model, rate, 5 if args.quick else 20, exactly_once)
-            result.latency.append(Latency(label, rate, timings))
-            print_latency(result.latency[-1])
+                loads += [("50% of its maximum, exactly once", 0.5 * one_eo, True, 1)]
+        for label, rate, exactly_once, runs in loads if model == "hoeffding_tree" or not args.quick else ():
+            for run in range(1, runs + 1):
+                timings = latency(model, rate, 5 if args.quick else 20, exactly_once)
+                result.latency.append(Latency(label if runs == 1 else f"{label}, run {run}", rate, timings))
+                print_latency(result.latency[-1])
     failover = {} if args.quick else {sig: measure_failover(sig) for sig in ("KILL", "TERM")}
     soak_lines: list[str] = []
     if args.soak:
         seconds = parse_duration(args.soak)
-        rate = 0.7 * results["hoeffding_tree"].throughput["streamapp 1 worker"]
+        rate = 0.7 * results["hoeffding_tree"].medians["streamapp 1 worker"]
         soak_lines = soak.report(soak.soak("hoeffding_tree", rate, seconds), "hoeffding_tree", rate)
     report = write_results(results, failover, soak_lines, sizes, args.quick)
     print(report)
     print(f"bench finished in {(time.monotonic() - started) / 60:.1f} min; see bench/RESULTS.md")
+
+
+def run_round(model: str, events: int, result: Result, round_: int) -> None:
+    """Every implementation once, in RUNS order: the limit, the peers, streamapp."""
+    result.record("limit", limit(model, events))
+    print(
+        f"  round {round_}: limit (River in memory): {result.throughput['limit'][-1]:,.0f} events/s",
+        flush=True,
+    )
+    timeout = events / 200 + 300
+    for name in RUNS:
+        exactly_once = name in EXACTLY_ONCE
+        if exactly_once and model not in EXACTLY_ONCE_MODELS:
+            continue
+        env = exactly_once_env(model) if exactly_once else fresh_env(model)
+        if name in PEERS:
+            throughput, memory = run_process(PEERS[name], env, events, timeout)
+        else:
+            throughput, memory = run_workers(env, 1 if "1 worker" in name else 2, events, timeout)
+        result.record(name, throughput, memory)
+        print(f"  round {round_}: {name}: {throughput:,.0f} events/s, peak {memory:.0f} MB", flush=True)
+
+
+def spread(values: list[float], digits: int = 2) -> str:
+    """The median, and the range when there is more than one value."""
+    if not values:
+        return "-"
+    median = f"{statistics.median(values):.{digits}f}"
+    return median if len(values) == 1 else f"{median} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def parse_duration(text: str) -> float:
@@ -296,10 +336,14 @@ def write_results(
         "|---|---|" + "---|" * (len(names) + len(ratios)),
     ]
     for model, result in results.items():
-        t = result.throughput
+        t = result.medians
         cells = [f"{t[n]:,.0f}" if n in t else "-" for n in names]
-        cells += [f"{t[a] / t[b]:.2f}" if a in t and b in t else "-" for _, a, b in ratios]
+        cells += [spread(result.ratios(a, b)) if a in t and b in t else "-" for _, a, b in ratios]
         lines.append(f"| {model} | {sizes[model]:,} | " + " | ".join(cells) + " |")
+    peers = ["| model | 1 worker / plain loop | 1 worker / quix streams |", "|---|---|---|"]
+    for model, result in results.items():
+        cells = [spread(result.ratios(one, peer)) if peer in result.throughput else "-" for peer in PEERS]
+        peers.append(f"| {model} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     memory = ["| model | " + " | ".join(names[1:]) + " |", "|---|" + "---|" * (len(names) - 1)]
     for model, result in results.items():
@@ -318,7 +362,7 @@ def write_results(
     overhead = ["| model | snapshots off | at defaults | cost |", "|---|---|---|---|"]
     for model, result in results.items():
         if result.snapshots_off:
-            on = result.throughput["streamapp 1 worker"]
+            on = result.medians["streamapp 1 worker"]
             overhead.append(
                 f"| {model} | {result.snapshots_off:,.0f} | {on:,.0f} | {1 - on / result.snapshots_off:.1%} |"
             )
@@ -334,6 +378,9 @@ def write_results(
         "",
         "## Throughput (events/s)",
         "",
+        f"The median of {ROUNDS} rounds, every implementation once per round; each ratio is the "
+        "median of its ratios within a round, with their range in brackets.",
+        "",
         "Exactly once: STREAMAPP_PROCESSING_GUARANTEE=exactly_once at its default transaction "
         "interval, each run right after the same at-least-once run; its predictions count "
         "when a read_committed consumer can see them (their transaction committed), and the last "
@@ -342,6 +389,8 @@ def write_results(
         "(as fast as the Hoeffding tree).",
         "",
         table,
+        "",
+        "\n".join(peers),
         "",
         "![throughput](throughput.png)",
         "",
@@ -352,7 +401,8 @@ def write_results(
         "## End-to-end latency, one worker, open-loop producer",
         "",
         "From the event's produce time to its prediction's produce time, at 50% and 80% of the "
-        "worker's measured maximum. Exactly once, at the rate of the 50% row and (full runs) at "
+        f"worker's measured maximum (at 50%, {LATENCY_RUNS} runs, each on its own). Exactly once, "
+        "at the rate of the 50% row and (full runs) at "
         "half of its own measured maximum: to the time the prediction became visible to a read_committed "
         "consumer, after its transaction committed (the last stable offset, read every "
         f"{measure.VISIBILITY_POLL * 1000:.0f} ms). A rate above the exactly-once maximum builds "
