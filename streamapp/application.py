@@ -19,7 +19,7 @@ import faust
 import orjson
 from faust.types import TP, StreamT, TableT, TopicT
 
-from streamapp import input_check, kafka_security, recovery, seam, sequence, web
+from streamapp import input_check, kafka_security, recovery, rocksdb_memory, seam, sequence, web
 from streamapp.consumer import BatchApp
 from streamapp.outbox import Outbox
 from streamapp.processor import GapError, Outputs, Processor
@@ -32,14 +32,13 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
 
-# RocksDB memory per partition db: Faust's defaults (3 x 64 MiB memtables, 2 GiB cache) suit one
-# big table, but a worker opens one db per partition it serves or stands by for.
+# RocksDB per partition db: Faust's defaults (3 x 64 MiB memtables) suit one big table, but a
+# worker opens one db per partition it serves or stands by for; their memtables and block cache
+# share the worker's STREAMAPP_ROCKSDB_MEMORY_BYTES (streamapp/rocksdb_memory.py).
 SNAPSHOT_TABLE_ROCKSDB = {
     "write_buffer_size": 8 * MIB,
     "max_write_buffer_number": 2,
     "target_file_size_base": 16 * MIB,
-    "block_cache_size": 16 * MIB,
-    "block_cache_compressed_size": 0,
 }
 
 
@@ -142,7 +141,10 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         # Changelog records buffered per table during recovery: x 64 MiB at worst.
         recovery_buffer_size=4,
         standby_buffer_size=4,
-        options=SNAPSHOT_TABLE_ROCKSDB,
+        # The table's name as the URL's path: a URL with a scheme alone is false to yarl, and
+        # Faust would take the app's store instead; this one keeps Faust's file names.
+        store=f"{rocksdb_memory.SCHEME}:snapshots",
+        options={**SNAPSHOT_TABLE_ROCKSDB, "memory_budget": settings.rocksdb_memory_bytes},
         extra_topic_configs={
             "max.message.bytes": str(settings.kafka_max_message_bytes),
             "segment.bytes": str(64 * MIB),

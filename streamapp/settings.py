@@ -373,6 +373,12 @@ class Settings:
         "it; Linux), loop (on the event loop), or auto: in a child once a partition's last "
         "snapshot was 1 MiB or more, where pickling on the loop costs more than a fork.",
     )
+    rocksdb_memory_bytes: int = _setting(
+        "67108864",
+        _positive_int,
+        "RocksDB memory of the worker (64 MiB): one block cache that all its partitions' snapshot "
+        "databases share, their memtables charged to it.",
+    )
     max_snapshot_bytes: int = _setting(
         "67108864", _positive_int, "Largest snapshot written (64 MiB); kept under the Kafka limits below."
     )

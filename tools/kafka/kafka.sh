@@ -187,7 +187,11 @@ format() {
 launch() {
   # Start one node in the background (CONFIG LOGS_DIR LOGFILE, appended to) and print its pid.
   # setsid: the broker gets its own session, so Ctrl-C in a terminal does not reach it directly.
+  # maxCachedBufferSize: the JDK keeps, per network thread, the largest temporary direct buffer it
+  # ever read into; after a few 60 MB snapshot records those filled the direct memory (the heap's
+  # size) and the broker failed every request with OutOfMemoryError until restarted (seen here).
   setsid java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -Djdk.nio.maxCachedBufferSize=1048576 \
       -Dkafka.logs.dir="$2" \
       -Dlog4j2.configurationFile="$KAFKA_HOME/config/log4j2.properties" \
       -cp "$libs/*" kafka.Kafka "$1" \
