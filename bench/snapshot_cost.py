@@ -90,7 +90,7 @@ async def run(
     for tp, batch in fetched:
         await processor.handle_batch(tp, batch, lambda: True)
         await asyncio.sleep(0)  # a worker's loop turns between fetches: a child's bytes come back
-    if processor.writer is not None and processor.writer.running is not None:
+    if processor.writer.running is not None:
         await processor.writer.running[1]
     elapsed = time.perf_counter() - start
     return elapsed, sum(state.runtime.snapshot_seq for state in processor.states.values())

@@ -40,7 +40,7 @@ from streamapp.reading import RecordReader
 from streamapp.records import Limits
 from streamapp.settings import Settings
 from streamapp.snapshot_store import SnapshotStore, SnapshotTable
-from streamapp.snapshot_writer import CHILD_OVER, FLUSH_SNAPSHOTS_OVER, SnapshotWriter
+from streamapp.snapshot_writer import SnapshotWriter
 from streamapp.transactions import PartitionTransaction, Transactions
 
 log = logging.getLogger(__name__)
@@ -185,9 +185,8 @@ class Processor:
         self.gaps = GapWatch()
         self._seeks: set[asyncio.Future[None]] = set()
         self.transactions = outputs.transactions
-        #: snapshots made in a forked child (all, or those of large states), else None: on the loop
-        over = {"child": 0, "auto": CHILD_OVER}.get(settings.snapshot_in)
-        self.writer = None if over is None else SnapshotWriter(store, self.states.get, outputs.flush, over)
+        #: when and where snapshots are made: on the loop or in a forked child
+        self.writer = SnapshotWriter.for_setting(settings.snapshot_in, store, self.states.get, outputs.flush)
 
     @classmethod
     def from_settings(cls, settings: Settings, table: SnapshotTable, outputs: Outputs) -> Processor:
@@ -207,8 +206,7 @@ class Processor:
         """Forget the partition's state: its next owner (this worker again, perhaps) recovers it
         from its snapshot."""
         self.states.pop(partition, None)
-        if self.writer is not None:
-            self.writer.cancel(partition)
+        self.writer.cancel(partition)
         self.timings.pop(partition, None)
         self.gaps.forget(partition)
         self.poisoned.forget(partition)
@@ -284,11 +282,11 @@ class Processor:
         if state is None:
             return
         now = time.time()
-        snapshot = self.snapshot_due(state, now)
+        snapshot = self.writer.due(state, now)
         if not (snapshot or txn.due(self.settings.transaction_interval)):
             return
         if await self.transactions.commit(txn) and snapshot:
-            await self._snapshot(state, now)
+            await self.writer.take(state, now)
 
     async def _handle_records(
         self, tp: TP, batch: Sequence[ConsumerRecord], still_ours: Callable[[], bool], sink: Sink
@@ -349,8 +347,8 @@ class Processor:
         if out.exactly_once:
             return True  # snapshots wait for the transaction's commit (_handle_in_transaction)
         now = time.time()
-        if self.snapshot_due(state, now):
-            await self._snapshot(state, now)
+        if self.writer.due(state, now):
+            await self.writer.take(state, now)
         return True
 
     def read(self, tp: TP, record: ConsumerRecord, at: float) -> Message:
@@ -365,8 +363,7 @@ class Processor:
         (predictions marked replayed), then dead-letters that record with `reason`."""
         partition = state.partition
         self.poisoned.mark(partition, offset, reason)
-        if self.writer is not None:
-            self.writer.cancel(partition)  # a snapshot of the state that failed: not wanted
+        self.writer.cancel(partition)  # a snapshot of the state that failed: not wanted
         restored, source = self.store.rewound(state, offset)
         self.states[partition] = restored
         self.gaps.sought(partition)  # the seek the gaps would ask for
@@ -410,23 +407,7 @@ class Processor:
         self._seeks.add(task)
         task.add_done_callback(self._seeks.discard)
 
-    def snapshot_due(self, state: PartitionState, now: float) -> bool:
-        """The partition's interval has passed (or its models changed) and a snapshot can start
-        (a child only when none is running)."""
-        if not self.store.due(state, now):
-            return False
-        return self.writer is None or not self.writer.wants(state) or self.writer.running is None
-
-    async def _snapshot(self, state: PartitionState, now: float) -> None:
-        if self.writer is not None and self.writer.wants(state):
-            self.writer.start(state, now)  # written when the child is done
-            return
-        size = self.store.take(state, now)
-        if size is not None and size > FLUSH_SNAPSHOTS_OVER:
-            await self.outputs.flush()  # one large snapshot in flight at a time (FLUSH_SNAPSHOTS_OVER)
-
     async def close(self) -> None:
         """The worker stops: a snapshot still being made is abandoned (recovery is exact from
         the one before)."""
-        if self.writer is not None:
-            await self.writer.close()
+        await self.writer.close()

@@ -121,11 +121,10 @@ class ModelCollector(Collector):
         for partition, count in sorted(self.processor.store.refused.items()):
             refused.add_metric([str(partition)], count)
         yield refused
-        writer = self.processor.writer
         yield CounterMetricFamily(
             "streamapp_snapshot_children",
             "Children forked to pickle a snapshot since this worker started (STREAMAPP_SNAPSHOT_IN).",
-            value=0 if writer is None else writer.forks,
+            value=self.processor.writer.forks,
         )
         predictions = CounterMetricFamily(
             "streamapp_predictions",

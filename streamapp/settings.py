@@ -369,15 +369,10 @@ class Settings:
     snapshot_in: str = _setting(
         "auto",
         _choice(("auto", "child", "loop")),
-        "Where snapshots are pickled: child (a forked child, the event loop never pauses for "
-        "it; Linux), loop (on the event loop), or auto: in a child once a partition's last "
-        "snapshot was 1 MiB or more, where pickling on the loop costs more than a fork.",
+        "Where snapshots are pickled: child (forked; Linux), loop, or auto (a child from 1 MiB).",
     )
     rocksdb_memory_bytes: int = _setting(
-        "67108864",
-        _positive_int,
-        "RocksDB memory of the worker (64 MiB): one block cache that all its partitions' snapshot "
-        "databases share, their memtables charged to it.",
+        "67108864", _positive_int, "RocksDB memory of the worker (64 MiB), shared by all its partitions."
     )
     max_snapshot_bytes: int = _setting(
         "67108864", _positive_int, "Largest snapshot written (64 MiB); kept under the Kafka limits below."

@@ -1,6 +1,7 @@
-"""Snapshots made in a forked child and written when its bytes come back (the worker's default).
+"""When and where a partition's snapshot is made: on the loop, or in a forked child whose bytes
+are written when they come back.
 
-The processor starts a snapshot between two records, when the partition's state is whole; the
+The processor asks for a snapshot between two records, when the partition's state is whole; a
 child encodes that state (streamapp/snapshot_child.py: pickled, signed, its size checked) while
 the partition goes on learning. The bytes are written only if the state is still the partition's
 live one: a partition revoked, rewound or recovered since the fork drops them (and the child is
@@ -41,25 +42,51 @@ CHILD_OVER = 1024 * 1024
 
 
 class SnapshotWriter:
-    """The worker's snapshots, each made in a child, one child at a time."""
+    """The worker's snapshots: small ones on the loop, the others in a child, one at a time."""
 
     def __init__(
         self,
         store: SnapshotStore,
         live: Callable[[int], PartitionState | None],
         flush: Callable[[], Awaitable[None]],
-        over: int = 0,
+        over: int | None = 0,
     ) -> None:
         self.store = store
-        self.over = over  # the size of a partition's last snapshot from which it goes to a child
+        #: the size of a partition's last snapshot from which it goes to a child (None: never)
+        self.over = over
         self.live = live  # the partition's live state, if this worker still has one
         self.flush = flush
         self.running: tuple[int, asyncio.Task[None]] | None = None  # (partition, its task)
         self.forks = 0  # children started since this worker started
 
-    def wants(self, state: PartitionState) -> bool:
+    @classmethod
+    def for_setting(
+        cls,
+        snapshot_in: str,
+        store: SnapshotStore,
+        live: Callable[[int], PartitionState | None],
+        flush: Callable[[], Awaitable[None]],
+    ) -> SnapshotWriter:
+        """STREAMAPP_SNAPSHOT_IN: child, loop or auto (a child from CHILD_OVER)."""
+        return cls(store, live, flush, {"child": 0, "auto": CHILD_OVER}.get(snapshot_in))
+
+    def in_child(self, state: PartitionState) -> bool:
         """Whether the partition's next snapshot is made in a child."""
-        return state.runtime.snapshot_bytes >= self.over
+        return self.over is not None and state.runtime.snapshot_bytes >= self.over
+
+    def due(self, state: PartitionState, now: float) -> bool:
+        """The partition's interval has passed (or its models changed) and its snapshot can
+        start now (in a child only when none is running)."""
+        return self.store.due(state, now) and (self.running is None or not self.in_child(state))
+
+    async def take(self, state: PartitionState, now: float) -> None:
+        """Snapshot `state` as it is now: started in a child, or made and written on the loop."""
+        if self.in_child(state):
+            self.start(state, now)  # written when the child is done
+            return
+        size = self.store.take(state, now)
+        if size is not None and size > FLUSH_SNAPSHOTS_OVER:
+            await self.flush()  # one large snapshot in flight at a time (FLUSH_SNAPSHOTS_OVER)
 
     def start(self, state: PartitionState, now: float) -> None:
         """Fork a child encoding `state` as it is now; the bytes are written when they are back."""

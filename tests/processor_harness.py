@@ -117,7 +117,7 @@ class Harness:
         """The batch, then the snapshot its child is making, if any, written."""
         await self.processor.handle_batch(TP(TOPIC, 0), batch, lambda: True)
         writer = self.processor.writer
-        if writer is not None and writer.running is not None:
+        if writer.running is not None:
             await writer.running[1]
 
     def fetch(self, start: int, at: float | None = None) -> None:

@@ -1324,7 +1324,7 @@ MUTATIONS: list[tuple[str, str, str, Callable[[Doc], object], Callable[[Docs], l
         add_config("STREAMAPP_PENDING_LABELS_MAX", "100000"),
         memory_problems,
     ),
-    ("more partitions", "base", "ConfigMap", add_config("STREAMAPP_PARTITIONS", "12"), memory_problems),
+    ("more partitions", "base", "ConfigMap", add_config("STREAMAPP_PARTITIONS", "16"), memory_problems),
     ("key in config", "base", "ConfigMap", add_config("STREAMAPP_SIGNING_KEY", FAKE_SECRET), secret_problems),
     (
         "key optional",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -40,7 +41,7 @@ class FakeProcessor:
     states: dict[int, PartitionState] = field(default_factory=dict)
     timings: dict[int, Timing] = field(default_factory=dict)
     store: FakeStore = field(default_factory=FakeStore)
-    writer: Any = None  # snapshots on the loop: no children
+    writer: Any = field(default_factory=lambda: SimpleNamespace(forks=0))  # no child forked yet
 
 
 @dataclass

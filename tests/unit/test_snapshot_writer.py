@@ -52,7 +52,7 @@ def test_each_snapshot_holds_the_state_at_its_offset_while_the_partition_learned
         harness.feed(STREAM[start : start + 30])
         batch_ends.add(harness.state.offset)
     writer = harness.processor.writer
-    assert writer is not None and writer.running is None
+    assert writer.running is None
     headers = harness.processor.kept_headers(0)
     assert len(headers) >= 10 and harness.state.runtime.snapshot_errors == 0
     assert writer.forks == len(headers) == harness.state.runtime.snapshot_seq
@@ -72,7 +72,7 @@ async def handle_one_batch_then(harness: Harness, then: str) -> int:
     before the child is done. The child's pid."""
     processor = harness.processor
     await processor.handle_batch(TP(TOPIC, 0), harness.batch(0), lambda: True)
-    assert processor.writer is not None and processor.writer.running is not None
+    assert processor.writer.running is not None
     task = processor.writer.running[1]
     pid = task.get_coro().cr_frame.f_locals["child"].pid  # type: ignore[union-attr]
     if then == "revoked":
@@ -92,7 +92,7 @@ def test_a_snapshot_whose_partition_changed_hands_is_dropped_and_its_child_reape
     pid = asyncio.run(handle_one_batch_then(harness, then))
     assert reaped(pid)
     assert dict(harness.snapshots) == {}, "a snapshot of a state that is no longer live was written"
-    assert harness.processor.writer is not None and harness.processor.writer.running is None
+    assert harness.processor.writer.running is None
 
 
 def test_a_snapshot_the_child_cannot_make_is_counted_logged_and_tried_again_later(
