@@ -67,7 +67,13 @@ class Child:
         if pid == 0:
             _run_child(produce, self.out)  # never returns
         self.pid = pid
-        self.pidfd = os.pidfd_open(pid)
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except OSError:  # no file descriptor left: the child is not left behind either
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(self.out)
+            raise
         self.reaped = False
 
     async def result(self) -> bytes:

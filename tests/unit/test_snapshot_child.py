@@ -155,3 +155,25 @@ def test_forking_beside_other_threads_warns_nothing() -> None:
         stop.set()
         thread.join()
     assert result == b"ok"
+
+
+def test_a_child_that_cannot_be_watched_is_not_left_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No file descriptor left for its pidfd: the fork is undone and the error raised."""
+    before = open_fds()
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        forked.append(pid)
+        return pid
+
+    def no_pidfd(pid: int) -> int:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "fork", fork)
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    with pytest.raises(OSError, match="Too many open files"):
+        Child(lambda: time.sleep(30) or b"")  # type: ignore[func-returns-value]
+    assert forked and gone(forked[0])
+    assert open_fds() == before
