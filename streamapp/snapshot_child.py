@@ -1,4 +1,4 @@
-"""Bytes made in a forked child: snapshots are pickled there, never on the worker's event loop.
+"""Bytes made in a forked child: where a large snapshot is pickled, off the worker's event loop.
 
 Why. Pickling a partition's models on the loop stops every partition while it runs (about 10 ms
 per MB: a forest of a few MB at every interval), and it leaves the live model slower afterwards:
@@ -7,7 +7,7 @@ object. Measured on 40,000 card events, 8 partitions, a snapshot every 1,000 eve
 partition: HalfSpaceTrees learned 17% (3.13) and 28% (3.11) slower than without snapshots, of
 which the pickling itself was 8% and 6%. A forked child sees the worker's memory as it was at the
 fork (copy-on-write) and pickles that; the worker goes on at once and its objects are never
-touched. The fork itself copies the worker's page tables: about 1 ms per 100 MB resident.
+touched. A fork is not free (streamapp/snapshot_writer.py says when it pays).
 
 Fork safety. A fork copies only the thread that calls it; a lock another thread held stays held
 in the child for good. So the child calls nothing another thread of the worker could hold a lock
