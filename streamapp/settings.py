@@ -362,14 +362,12 @@ class Settings:
         "5000", _positive_int, "Snapshot a partition after this many events applied..."
     )
     snapshot_every_seconds: float = _setting(
-        "30",
-        _positive_float,
-        "...or when its last snapshot is this old (both spread by +-25% per partition).",
+        "30", _positive_float, "...or when its last snapshot is this old (both spread by +-25%)."
     )
     snapshot_in: str = _setting(
         "auto",
         _choice(("auto", "child", "loop")),
-        "Where snapshots are pickled: child (forked; Linux), loop, or auto (a child from 1 MiB).",
+        "Pickled in a forked child, on the loop, or auto (child from 1 MiB).",
     )
     rocksdb_memory_bytes: int = _setting(
         "67108864", _positive_int, "RocksDB memory of the worker (64 MiB), shared by all its partitions."

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 import orjson
 import pytest
@@ -15,6 +14,7 @@ from faust.types import TP
 from streamapp import datasets, producer, snapshot
 from streamapp.partition import PartitionState
 from tests.processor_harness import TOPIC, Harness
+from tests.unit.test_snapshot_child import gone
 
 STREAM = [value for _, value in producer.messages(datasets.load("phishing", limit=400))]
 
@@ -35,14 +35,6 @@ def state_after(offset: int) -> tuple[object, ...]:
     harness = Harness.build(snapshot_every_events="1000000")
     harness.feed(STREAM[: offset + 1])
     return learned(harness.state)
-
-
-def reaped(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return not os.path.exists(f"/proc/{pid}")
-    return False
 
 
 def test_each_snapshot_holds_the_state_at_its_offset_while_the_partition_learned_on() -> None:
@@ -90,7 +82,7 @@ def test_a_snapshot_whose_partition_changed_hands_is_dropped_and_its_child_reape
     harness = Harness.build(snapshot_in="child", snapshot_every_events="10")
     harness.log.extend((value, ()) for value in STREAM[:200])
     pid = asyncio.run(handle_one_batch_then(harness, then))
-    assert reaped(pid)
+    assert gone(pid)
     assert dict(harness.snapshots) == {}, "a snapshot of a state that is no longer live was written"
     assert harness.processor.writer.running is None
 
