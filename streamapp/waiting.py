@@ -60,6 +60,14 @@ class WaitingEvents:
             self.bytes -= self.events.popitem(last=False)[1].size
             self.evicted += 1
 
+    def supersede(self, event_id: str) -> None:
+        """A newer event of this id came with its label: an older one waiting under the id is
+        dropped (counted), so a later label cannot be taken for it."""
+        replaced = self.events.pop(event_id, None)
+        if replaced is not None:
+            self.bytes -= replaced.size
+            self.evicted += 1
+
     def take(self, event_id: str) -> Waiting | None:
         waiting = self.events.pop(event_id, None)
         if waiting is not None:

@@ -146,6 +146,7 @@ def label_counts(docs: list[dict[str, Any]]) -> dict[str, int]:
     for doc in docs:
         if "x" in doc:
             counts["events_seen"] += 1
+            waiting.discard(doc["id"])  # a label goes to the newest event of its id
             if doc.get("y") is None:
                 waiting.add(doc["id"])
             else:

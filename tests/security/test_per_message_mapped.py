@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from streamapp import models, records
@@ -97,6 +97,14 @@ def as_contract(doc: dict[str, Any]) -> dict[str, Any]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=st.lists(bank_records(), min_size=1, max_size=50))
+@example(  # found by Hypothesis: an id waits, a labelled event reuses it, then a label for the id
+    stream=[
+        b'{"txn": "a", "card": "", "amount": null, "merchant": "fuel", "meta": {"channel": "pos"}}',
+        b'{"txn": "a", "card": "", "amount": 0.0, "meta": {"channel": "pos"}, "fraud": false}',
+        b'{"txn": "a", "fraud": true}',
+        b'{"txn": "a", "card": "", "amount": 0.0, "merchant": "fuel", "meta": {"channel": "pos"}}',
+    ]
+)
 def test_records_of_their_own_shape_are_applied_or_dead_lettered_and_the_model_equals_river(
     stream: list[bytes],
 ) -> None:

@@ -406,3 +406,16 @@ def test_an_event_whose_id_a_newer_event_reuses_is_counted_not_lost() -> None:
     state.apply_event(Event("a", {"f": 2.0}, None, None), 1)
     assert state.apply_label(records.LateLabel("a", True), 2)
     assert (state.waiting.evicted, state.labels_late, state.events_learned) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("preset", ["hoeffding_tree", "half_space_trees"])
+def test_a_label_goes_to_the_newest_event_of_its_id_even_one_that_came_labelled(preset: str) -> None:
+    """An event waits under id "a"; a newer event "a" comes with its label; a late label for "a"
+    then has no event waiting (the newest already has its answer): counted as unknown, and the
+    older event counted as evicted, not learned with a label meant for another."""
+    state = PartitionState(0, models.resolve(preset), PartitionConfig(pending_max=10))
+    state.apply_event(Event("a", {"f": 1.0}, None, None), 0)
+    state.apply_event(Event("a", {"f": 2.0}, True, None), 1)
+    assert len(state.waiting) == 0
+    assert not state.apply_label(records.LateLabel("a", True), 2)
+    assert (state.waiting.evicted, state.labels_unknown, state.labels_late) == (1, 1, 0)
