@@ -19,7 +19,7 @@ import faust
 import orjson
 from faust.types import TP, StreamT, TableT, TopicT
 
-from streamapp import input_check, kafka_security, recovery, rocksdb_memory, seam, sequence, web
+from streamapp import allocator, input_check, kafka_security, recovery, rocksdb_memory, seam, sequence, web
 from streamapp.consumer import BatchApp
 from streamapp.outbox import Outbox
 from streamapp.processor import GapError, Outputs, Processor
@@ -290,6 +290,11 @@ async def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+async def return_large_buffers() -> None:
+    """Snapshots' buffers go back to the system when freed (streamapp/allocator.py says why)."""
+    log.info(allocator.return_large_buffers())
+
+
 async def preflight(settings: Settings, processor: Processor) -> None:
     """The worker's checks before it joins: Kafka's credentials, then its inputs and outputs."""
     await kafka_security.preflight(settings)
@@ -313,6 +318,7 @@ def create_app(settings: Settings) -> faust.App:
     app.on_partitions_assigned.connect(rebalance.on_assigned)  # type: ignore[arg-type]
     topics.snapshots.on_recover(rebalance.resume_models)
     app.task(freeze_startup_objects)
+    app.task(return_large_buffers)
     changelog = topics.snapshots.changelog_topic.get_topic_name()
     web.register(app, processor, settings, changelog, rebalance.lag, sources.source_topic)
     serve_metrics(app, processor, rebalance.lag)

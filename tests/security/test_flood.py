@@ -62,10 +62,12 @@ def test_a_flood_of_unlabelled_events_is_bounded_in_memory(tmp_path: Path) -> No
         waiting = [bytes_ for _, bytes_, _ in samples]
         assert all(b <= BOUND for b in waiting), waiting
         assert worker.models()[0]["pending_evicted"] > 0
-        growth = samples[-1][2] - samples[1][2]
-        print(f"RSS after each batch of {PER_BATCH} events (MB): {[round(r / 2**20) for _, _, r in samples]}")
-        # The bound holds the waiting events; RSS may still move with the allocator and RocksDB,
-        # but not with the 72 MB offered: after the bound filled, growth stays below it.
+        rss = [r for _, _, r in samples]
+        print(f"RSS after each batch of {PER_BATCH} events (MB): {[round(r / 2**20) for r in rss]}")
+        # The bound holds the waiting events; RSS moves with RocksDB's memtables and the fetched
+        # batches, but does not climb with the 72 MB offered (in memory, the events would be
+        # several times that): once the bound has filled, RSS stays near the highest it was then.
+        growth = rss[-1] - max(rss[1:3])
         assert growth < 3 * BOUND * 2, f"RSS grew {growth / 2**20:.0f} MB after the bound filled"
         assert all(r < 400 * 2**20 for _, _, r in samples)
 
