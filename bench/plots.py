@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,13 @@ def latency(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def soak(samples: list[tuple[float, float, float]], path: Path) -> None:
+def soak(samples: Sequence[Sequence[float]], path: Path) -> None:
+    """Samples of (seconds, RSS, models, waiting events) in MB, as bench/soak.py takes them."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    minutes = [t / 60 for t, _, _ in samples]
-    ax.plot(minutes, [rss for _, rss, _ in samples], label="worker RSS")
-    ax.plot(minutes, [models for _, _, models in samples], label="models (River's estimate)")
+    minutes = [s[0] / 60 for s in samples]
+    ax.plot(minutes, [s[1] for s in samples], label="worker RSS")
+    ax.plot(minutes, [s[2] for s in samples], label="models (River's estimate)")
+    ax.plot(minutes, [s[3] for s in samples], label="events waiting for their label")
     ax.legend()
     ax.set_xlabel("minutes")
     ax.set_ylabel("MB")
