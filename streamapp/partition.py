@@ -368,23 +368,19 @@ class PartitionState:
                 contender.learn(event.x, None)
             if event.y is not None:
                 self._score(event.y, predictions, offset)
-                self._supersede(event)
+                self.waiting.supersede(event.id)
             elif self.config.pending_max:
                 self._wait(event, None, predictions, at)
             return True
         if event.y is not None:
             self._score(event.y, predictions, offset)
-            self._supersede(event)
+            self.waiting.supersede(event.id)
             for contender in self.contenders:  # a drift reset may just have replaced a model
                 contender.learn(event.x, event.y)
             return True
         if self.config.pending_max:
             self._wait(event, event.x, predictions, at)
         return False
-
-    def _supersede(self, event: Event) -> None:
-        if self.config.pending_max and self.waiting.events:
-            self.waiting.supersede(event.id)
 
     def _wait(self, event: Event, x: dict[str, Feature] | None, predictions: Predictions, at: float) -> None:
         self.waiting.add(event.id, Waiting(x, predictions, at, event.size), self.config.waiting_bounds)
