@@ -6,8 +6,8 @@ once the first 4 MB snapshot is freed, the next ones come from the heap, and the
 shrink down to the highest object still alive, such as a waiting event allocated while a snapshot
 was being made. So a worker's RSS creeps up with snapshots it no longer holds. Measured with
 tests/security/test_flood.py (2 KB events, 4 MB snapshots made in forked children, a 16 MiB
-RocksDB budget): RSS 213 -> 255 MB over 36,000 events with the moving threshold; 178-203 MB and
-no trend with it fixed at 1 MiB. Fixing it (mallopt(3)) ends the moving.
+RocksDB budget): RSS 213 -> 255 MB over 36,000 events with the moving threshold; 187-218 MB and
+no trend in three runs with it fixed at 1 MiB. Fixing it (mallopt(3)) ends the moving.
 
 An operator's MALLOC_MMAP_THRESHOLD_ (glibc's own variable) wins; elsewhere than glibc nothing is
 done.

@@ -49,10 +49,7 @@ class WaitingEvents:
     def add(self, event_id: str, waiting: Waiting, bounds: Bounds) -> None:
         """Keep the event until its label comes; the oldest go first when a bound is passed."""
         self.expire(waiting.at, bounds.age)
-        replaced = self.events.pop(event_id, None)  # an id sent twice waits once, as the newest
-        if replaced is not None:  # the older one is dropped, and counted like any other
-            self.bytes -= replaced.size
-            self.evicted += 1
+        self.supersede(event_id)  # an id sent twice waits once, as the newest
         self.events[event_id] = waiting
         self.bytes += waiting.size
         limit = bounds.bytes or float("inf")
@@ -61,8 +58,8 @@ class WaitingEvents:
             self.evicted += 1
 
     def supersede(self, event_id: str) -> None:
-        """A newer event of this id came with its label: an older one waiting under the id is
-        dropped (counted), so a later label cannot be taken for it."""
+        """A newer event of this id came: an older one waiting under the id is dropped (counted
+        like any other), so a later label goes to the newest and cannot be taken for it."""
         replaced = self.events.pop(event_id, None)
         if replaced is not None:
             self.bytes -= replaced.size
