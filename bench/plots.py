@@ -81,17 +81,21 @@ def latency(results: dict[str, Any], path: Path) -> None:
 
 
 def soak(samples: Sequence[Sequence[float]], path: Path) -> None:
-    """Samples of (seconds, RSS, models, waiting events) in MB, as bench/soak.py takes them."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    """Samples of (seconds, RSS, models, waiting events in MB, lag in events), as bench/soak.py
+    takes them; the lag below, on the same time axis (memory moves when the worker falls behind)."""
+    fig, (ax, lag) = plt.subplots(2, 1, figsize=(6, 5), sharex=True, height_ratios=(3, 1))
     minutes = [s[0] / 60 for s in samples]
     ax.plot(minutes, [s[1] for s in samples], label="worker RSS")
     ax.plot(minutes, [s[2] for s in samples], label="models (River's estimate)")
     ax.plot(minutes, [s[3] for s in samples], label="events waiting for their label")
     ax.legend()
-    ax.set_xlabel("minutes")
     ax.set_ylabel("MB")
     ax.set_ylim(bottom=0)
     ax.set_title("Soak at 70% of the maximum rate")
+    lag.plot(minutes, [s[4] / 1000 for s in samples], color="grey")
+    lag.set_ylabel("lag (k events)")
+    lag.set_xlabel("minutes")
+    lag.set_ylim(bottom=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
