@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import platform
 import threading
 import time
 from collections.abc import Callable
@@ -244,6 +245,14 @@ def wait_for_committed(
                 raise TimeoutError(f"{group}: {now} of {count} offsets of {topic} committed in {timeout} s")
             time.sleep(0.5)
     visibility.wait_stable(partitions, max(10.0, deadline - time.monotonic()))
+
+
+def cpu_model() -> str:
+    """The CPU's name as /proc/cpuinfo gives it, for the figures' captions."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -230,16 +230,8 @@ def print_latency(run: Latency) -> None:
 
 
 def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.machine(),
-    )
     mem = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
-    python = platform.python_version()
+    cpu, python = measure.cpu_model(), platform.python_version()
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Python {python}, Kafka 4.2.2 (local, KRaft)"
 
 

@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from bench import plots
+from bench import measure, plots
 from streamapp.settings import Settings
 from tests.integration.cluster import ROOT, Worker, end_offsets, unique_env
 
@@ -44,10 +44,10 @@ def current_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def models_mb(worker: Worker) -> float:
+def models_mb(worker: Worker, served: dict[int, dict[str, Any]]) -> float:
     """The sum of River's own estimate of each served model's memory (/models/{p})."""
     total = 0
-    for partition in worker.models():
+    for partition in served:
         detail = worker.get(f"/models/{partition}") or {}
         total += detail.get("memory_bytes") or 0
     return total / 2**20
@@ -59,7 +59,7 @@ def sample(worker: Worker, topic: str, seconds: float) -> Sample:
     ends = end_offsets(topic, PARTITIONS)
     lag = sum(end - 1 - served.get(p, {}).get("offset_applied", -1) for p, end in ends.items())
     waiting = sum(state.get("pending_bytes", 0) for state in served.values()) / 2**20
-    return Sample(seconds, current_rss_mb(worker.proc.pid), models_mb(worker), waiting, lag)
+    return Sample(seconds, current_rss_mb(worker.proc.pid), models_mb(worker, served), waiting, lag)
 
 
 def soak(model: str, rate: float, seconds: float) -> list[Sample]:
@@ -124,13 +124,6 @@ def report(samples: list[Sample], model: str, rate: float) -> list[str]:
     ]
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -142,7 +135,7 @@ def main() -> None:
     samples = soak(args.model, args.rate, args.minutes * 60)
     lines = report(samples, args.model, args.rate)
     header = (
-        f"Python {platform.python_version()}, {os.cpu_count()} cores ({cpu_model()}); "
+        f"Python {platform.python_version()}, {os.cpu_count()} cores ({measure.cpu_model()}); "
         f"`python -m bench.soak --minutes {args.minutes:g} --rate {args.rate:g} --model {args.model}`, "
         f"synthetic card transactions, {PARTITIONS} partitions, the broker on the same machine"
     )
