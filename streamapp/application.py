@@ -20,9 +20,10 @@ import orjson
 from faust.types import TP, StreamT, TableT, TopicT
 
 from streamapp import allocator, input_check, kafka_security, recovery, rocksdb_memory, seam, sequence, web
-from streamapp.consumer import BatchApp
+from streamapp.consumer import BatchApp, BatchConsumer
+from streamapp.gaps import GapError
 from streamapp.outbox import Outbox
-from streamapp.processor import GapError, Outputs, Processor
+from streamapp.processor import Outputs, Processor
 from streamapp.prometheus import serve_metrics
 from streamapp.settings import Settings
 from streamapp.transactions import Transactions, producer_factory
@@ -252,10 +253,10 @@ def subscribe(app: BatchApp, settings: Settings, topics: Topics, processor: Proc
 
     app.batch_routes = [(source_filter(settings), process_batch)]
     if topics.merged is not None:
-        forward_to_sequence(app, settings, topics.merged[0])
+        forward_to_sequence(app, settings, topics.merged[0], processor)
 
 
-def forward_to_sequence(app: BatchApp, settings: Settings, sources: TopicT) -> None:
+def forward_to_sequence(app: BatchApp, settings: Settings, sources: TopicT, processor: Processor) -> None:
     """The events and labels topics' batches appended to the sequence topic (streamapp/sequence.py)."""
 
     async def send(
@@ -263,7 +264,21 @@ def forward_to_sequence(app: BatchApp, settings: Settings, sources: TopicT) -> N
     ) -> Any:
         return await app.producer.send(topic, key, value, partition, ts, headers)
 
-    forwarder = sequence.Forwarder(send, sequence.sequence_topic(settings.app_id), settings.labels_topic)
+    def offsets() -> sequence.SourceOffsets:
+        return cast(BatchConsumer, app.consumer)
+
+    forwarder = sequence.Forwarder(
+        send,
+        sequence.sequence_topic(settings.app_id),
+        settings.labels_topic,
+        sequence.Sources(offsets, partial(recovery.seek_back, app), processor.states.get),
+    )
+
+    async def forget_given_away(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        forwarder.keep_only(assigned)
+
+    # mode's stubs reject any async receiver here; the signal does await coroutine receivers.
+    app.on_partitions_assigned.connect(forget_given_away)  # type: ignore[arg-type]
 
     @app.agent(sources, name=f"{settings.app_id}-merge", concurrency=1)
     async def merge(stream: StreamT) -> None:

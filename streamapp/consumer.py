@@ -99,10 +99,12 @@ class BatchConsumer(ConsumerSeam):
         await super().wait_empty()
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        self.held -= revoked
+        # Faust's revocation waits for the batch in progress and commits: the revoked partitions'
+        # offsets go in that commit (their next owner replays less), and only then are forgotten.
+        await super().on_partitions_revoked(revoked)
         for tp in revoked:
             self._next_offsets.pop(tp, None)
-        self.held -= revoked
-        await super().on_partitions_revoked(revoked)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """Faust seeks every partition to its committed offset after recovery (and whenever it

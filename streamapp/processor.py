@@ -22,6 +22,7 @@ from faust.types import TP
 
 from streamapp import records
 from streamapp.decoding import Decoder
+from streamapp.gaps import GapError, GapWatch
 from streamapp.histogram import Histogram
 from streamapp.outbox import Outbox
 from streamapp.output_format import AvroPredictions
@@ -44,14 +45,6 @@ from streamapp.snapshot_writer import SnapshotWriter
 from streamapp.transactions import PartitionTransaction, Transactions
 
 log = logging.getLogger(__name__)
-
-RESEEK_EVERY = 2.0  # seconds between two seeks back to a partition's next expected offset
-MAX_RESEEKS = 5
-
-
-class GapError(RuntimeError):
-    """A partition's log lacks offsets the model needs; learning on would not be exact."""
-
 
 #: (topic, partition, key, value, headers): hands one record to the producer
 Emit = Callable[[str, int, bytes | None, bytes | None, list[tuple[str, bytes]] | None], Awaitable[None]]
@@ -110,58 +103,6 @@ class Timing:
         self.end_to_end.observe(times.sent - times.produced)
         self.predictions += 1
         self.alerts += alert
-
-
-@dataclass
-class Reseeks:
-    """The seeks back over one partition's gaps, since its last applied record."""
-
-    at: float = 0.0  # monotonic time of the last one
-    without_progress: int = 0
-
-
-class GapWatch:
-    """Offsets a partition skipped (Faust can drop events fetched around a rebalance) are
-    fetched again, at most every RESEEK_EVERY seconds; after MAX_RESEEKS seeks without progress
-    the worker stops loudly rather than learn across the gap."""
-
-    def __init__(self) -> None:
-        self.reseeks: dict[int, Reseeks] = {}
-
-    def forget(self, partition: int) -> None:
-        self.reseeks.pop(partition, None)
-
-    def progressed(self, partition: int) -> None:
-        reseeks = self.reseeks.get(partition)
-        if reseeks is not None:
-            reseeks.without_progress = 0
-
-    def sought(self, partition: int) -> None:
-        """A seek back was just made for another reason (a rewind): the gaps it leaves wait."""
-        self.reseeks[partition] = Reseeks(time.monotonic())
-
-    def seek_to(self, tp: TP, offset: int, expected: int) -> bool:
-        """Whether to seek back to `expected` now that `offset` arrived; GapError when the
-        offsets never come."""
-        now = time.monotonic()
-        reseeks = self.reseeks.setdefault(tp.partition, Reseeks())
-        if now - reseeks.at < RESEEK_EVERY:
-            return False
-        if reseeks.without_progress >= MAX_RESEEKS:
-            raise GapError(
-                f"partition {tp.partition}: offsets {expected}..{offset - 1} of {tp.topic} never "
-                f"arrive after {MAX_RESEEKS} seeks: is the topic compacted or written by a "
-                "transactional producer? streamapp needs every offset of the source log"
-            )
-        reseeks.at = now
-        reseeks.without_progress += 1
-        log.error(
-            "partition %d: GAP: offset %d arrived, %d expected; not learning across it, seeking back",
-            tp.partition,
-            offset,
-            expected,
-        )
-        return True
 
 
 class Processor:

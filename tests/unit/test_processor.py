@@ -12,9 +12,9 @@ from aiokafka import ConsumerRecord
 from faust.types import TP
 
 from streamapp import datasets, producer, snapshot
+from streamapp.gaps import MAX_RESEEKS, GapError
 from streamapp.partition import Scored
 from streamapp.prediction import Times, prediction_record
-from streamapp.processor import MAX_RESEEKS, GapError
 from streamapp.records import Event
 from tests.processor_harness import TOPIC, Harness
 
@@ -57,7 +57,7 @@ def test_gaps_are_fetched_again_and_a_partition_that_never_fills_stops_the_worke
     harness.feed(STREAM[:10])
     harness.log.extend((v, ()) for v in STREAM[10:20])
     clock = iter(range(0, 1000, 3))  # 3 s between two gaps: each may seek back
-    monkeypatch.setattr("streamapp.processor.time.monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr("streamapp.gaps.time.monotonic", lambda: float(next(clock)))
     processor = harness.processor
     for _ in range(MAX_RESEEKS):
         asyncio.run(processor.handle_batch(TP(TOPIC, 0), batch_of(harness, [15]), lambda: True))

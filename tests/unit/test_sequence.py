@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import pickle
 from typing import Any
+from unittest import mock
 
+import pytest
 from aiokafka import ConsumerRecord
 from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamapp import models, partition, sequence
+from streamapp.gaps import MAX_RESEEKS, GapError
 from streamapp.partition import Copy, Duplicate, Labelled, PartitionConfig, PartitionState, Scored
 from streamapp.records import Event, LateLabel
 
@@ -23,21 +26,56 @@ def record(offset: int, value: bytes, headers: list[tuple[str, bytes]] | None = 
     )
 
 
-def test_the_forwarder_copies_in_order_with_the_source_and_drops_forged_headers() -> None:
-    sent: list[tuple[Any, ...]] = []
+class Group:
+    """One source partition as the forwarder sees it: the group's committed offset, the log's
+    first offset, the copies the broker acknowledged and the seeks asked for."""
 
-    async def send(*args: Any) -> asyncio.Future[None]:
-        sent.append(args)
+    def __init__(self, committed: int | None = None, earliest: int = 0) -> None:
+        self.committed, self.earliest = committed, earliest
+        self.sent: list[tuple[Any, ...]] = []
+        self.seeks: list[tuple[TP, int]] = []
+        self.state = state()
+
+    async def committed_offset(self, tp: TP) -> int | None:
+        return self.committed
+
+    async def earliest_offsets(self, *partitions: TP) -> dict[TP, int]:
+        return dict.fromkeys(partitions, self.earliest)
+
+    async def send(self, *args: Any) -> asyncio.Future[None]:
+        self.sent.append(args)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
 
-    forwarder = sequence.Forwarder(send, "app-sequence", "labels")
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def forwarder(self) -> sequence.Forwarder:
+        sources = sequence.Sources(lambda: self, self.seek, lambda p: self.state)
+        return sequence.Forwarder(self.send, "app-sequence", "labels", sources)
+
+    def copied(self) -> list[int]:
+        return [int(dict(s[5])[sequence.ORIGIN_OFFSET]) for s in self.sent]
+
+
+def forward(forwarder: sequence.Forwarder, offsets: list[int], topic: str = "labels") -> int | None:
+    async def run() -> int | None:
+        last = await forwarder.forward(TP(topic, 2), [record(o, b"v") for o in offsets], lambda: True)
+        await asyncio.sleep(0)  # the seek back runs in the background
+        return last
+
+    return asyncio.run(run())
+
+
+def test_the_forwarder_copies_in_order_with_the_source_and_drops_forged_headers() -> None:
+    group = Group(committed=7)
+    sent = group.sent
     batch = [
         record(7, b"a", [("trace", b"1"), (sequence.ORIGIN, b"events"), (sequence.ORIGIN_OFFSET, b"0")]),
         record(8, b"b"),
     ]
-    last = asyncio.run(forwarder.forward(TP("labels", 2), batch, lambda: True))
+    last = asyncio.run(group.forwarder().forward(TP("labels", 2), batch, lambda: True))
     assert last == 8
     assert [s[:5] for s in sent] == [
         ("app-sequence", b"card", b"a", 2, 1_790_000_000.5),
@@ -47,6 +85,134 @@ def test_the_forwarder_copies_in_order_with_the_source_and_drops_forged_headers(
     copy = record(0, b"a", sent[0][5])
     assert sequence.origin(copy) == ("labels", 7)
     assert sequence.origin(record(0, b"a", [(sequence.ORIGIN, b"labels")])) is None
+
+
+def test_the_forwarder_starts_at_the_committed_offset_and_copies_nothing_twice() -> None:
+    group = Group(committed=5)
+    forwarder = group.forwarder()
+    assert forward(forwarder, [3, 4, 5, 6]) == 6, "3 and 4 were copied before the commit"
+    assert forward(forwarder, [5, 6, 7]) == 7, "fetched again after a rebalance kept it here"
+    assert group.copied() == [5, 6, 7] and group.seeks == []
+
+
+def test_a_batch_past_the_next_offset_is_not_copied_and_the_consumer_goes_back() -> None:
+    """Faust dropped a fetched batch (18 events, seen across a SIGKILL) and fetched on from after
+    it: copying on would commit past records nobody copied."""
+    group = Group(committed=0)
+    forwarder = group.forwarder()
+    assert forward(forwarder, [0, 1]) == 1
+    assert forward(forwarder, [20, 21]) == 1, "the commit stays before the gap"
+    assert group.copied() == [0, 1] and group.seeks == [(TP("labels", 2), 2)]
+    assert group.state.gaps == 1
+    assert forward(forwarder, list(range(2, 22))) == 21
+    assert group.copied() == list(range(22))
+
+
+def test_copying_stops_at_a_gap_in_the_middle_of_a_batch() -> None:
+    group = Group(committed=0)
+    forwarder = group.forwarder()
+    assert forward(forwarder, [0, 1, 3, 4]) == 1
+    assert group.copied() == [0, 1] and group.seeks == [(TP("labels", 2), 2)]
+
+
+def test_a_gap_that_never_fills_stops_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(0, 1000, 3))  # 3 s between two gaps: each may seek back
+    monkeypatch.setattr("streamapp.gaps.time.monotonic", lambda: float(next(clock)))
+    group = Group(committed=10)
+    forwarder = group.forwarder()
+    for _ in range(MAX_RESEEKS):
+        assert forward(forwarder, [15]) == 9
+    assert [offset for _, offset in group.seeks] == [10] * MAX_RESEEKS
+    with pytest.raises(GapError, match=r"offsets 10\.\.14 of labels never arrive"):
+        forward(forwarder, [15])
+    assert group.sent == []
+
+
+def test_records_deleted_before_they_were_copied_are_counted_as_lost() -> None:
+    group = Group(committed=4, earliest=10)
+    assert forward(group.forwarder(), [10, 11]) == 11
+    assert group.copied() == [10, 11] and group.state.events_lost_to_retention == 6
+
+
+def test_a_group_that_never_committed_copies_from_the_log_s_first_record() -> None:
+    group = Group(committed=None, earliest=3)
+    assert forward(group.forwarder(), [3, 4]) == 4
+    assert group.copied() == [3, 4] and group.state.events_lost_to_retention == 0
+
+
+def test_a_partition_given_away_is_read_from_the_group_again_when_it_comes_back() -> None:
+    group = Group(committed=0)
+    forwarder = group.forwarder()
+    forward(forwarder, [0, 1, 2])
+    forwarder.keep_only([TP("events", 2)])  # "labels" 2 went to another worker
+    group.committed = 50  # which copied up to 49
+    assert forward(forwarder, [50]) == 50 and group.copied() == [0, 1, 2, 50]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["fetch", "drop", "cut", "commit", "rebalance", "crash"]), st.integers(1, 6)
+        ),
+        max_size=40,
+    )
+)
+def test_every_source_offset_reaches_the_sequence_in_order_whatever_faust_drops(
+    steps: list[tuple[str, int]],
+) -> None:
+    """A consumer fetching batches of one source partition while Faust drops some of them
+    ("drop": fetched, never handed on, the position moved past them), a rebalance stops one
+    half-way ("cut"), the group commits what the forwarder returned, the partition is reassigned
+    ("rebalance": the position goes back to the committed offset) or the worker dies ("crash": a
+    new forwarder). However these interleave, the first copy of each source offset appears in
+    the sequence topic in offset order, none missing, and nothing past a missing one is ever
+    committed."""
+    size, clock = 30, iter(range(0, 10_000, 3))  # 3 s between two gaps: each may seek back
+    group = Group(committed=None)
+    tp = TP("events", 2)
+
+    async def run() -> None:
+        forwarder, position, returned = group.forwarder(), 0, None
+
+        async def seek(_: TP, offset: int) -> None:
+            nonlocal position
+            position = offset
+
+        forwarder.sources.seek = seek
+
+        async def fetch(n: int, handed_on: int | None) -> None:
+            nonlocal position, returned
+            batch = [record(o, b"v") for o in range(position, min(position + n, size))]
+            position += len(batch)
+            if handed_on is None:
+                return  # dropped
+            calls = iter(range(handed_on + 1, -2 - size, -1))  # one call more: before the batch
+            last = await forwarder.forward(tp, batch, lambda: next(calls) > 0)
+            returned = last if last is not None else returned
+            await asyncio.sleep(0)  # a seek back lands
+
+        for step, n in steps:
+            if step in ("fetch", "drop", "cut"):
+                await fetch(n, {"fetch": n, "drop": None, "cut": n // 2}[step])
+            elif step == "commit" and returned is not None:
+                group.committed = returned + 1
+                assert set(group.copied()) >= set(range(group.committed)), "committed past a missing copy"
+            elif step == "rebalance":
+                forwarder.keep_only([] if n % 2 else [tp])
+                position = group.committed or 0
+            elif step == "crash":
+                forwarder, position, returned = group.forwarder(), group.committed or 0, None
+                forwarder.sources.seek = seek
+        for _ in range(4 * size):  # then no more trouble: the consumer reads to the end
+            await fetch(size, size)
+            if forwarder.expected.get(tp) == size:
+                break
+
+    with mock.patch("streamapp.gaps.time.monotonic", lambda: float(next(clock))):
+        asyncio.run(run())
+    first_copies = list(dict.fromkeys(group.copied()))
+    assert first_copies == list(range(size))
 
 
 def state() -> PartitionState:
@@ -95,3 +261,11 @@ def test_a_snapshot_from_before_the_sequence_topic_loads_with_none_applied() -> 
     restored.__setstate__(older)
     assert restored.source_offsets == {} and restored.duplicates == 0
     assert set(partition.added_since_format_3()) <= set(vars(s)), "a new state has them all"
+
+
+def test_a_partition_says_so_when_its_log_lacks_copies(caplog: pytest.LogCaptureFixture) -> None:
+    s = state()
+    s.apply(0, Copy("events", 5, Event("a", {"f": 1.0}, None, None)))
+    s.apply(1, Copy("events", 9, Event("b", {"f": 1.0}, None, None)))
+    assert "partition 0: the sequence topic has no copy of events offsets 6..8" in caplog.text
+    assert s.source_offsets == {"events": 9} and s.events_seen == 2
