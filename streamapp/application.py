@@ -310,6 +310,29 @@ async def return_large_buffers() -> None:
     log.info(allocator.return_large_buffers())
 
 
+class UnknownTopics:
+    """Asks the broker again for subscribed topics the consumer's metadata lacks, which aiokafka
+    would otherwise do only every 5 minutes (seam.ConsumerSeam.refresh_unknown_topics says why)."""
+
+    EVERY = 2.0  # seconds; a request to the broker only when a topic is missing
+
+    def __init__(self, app: BatchApp) -> None:
+        self.app, self.missing = app, set[str]()
+
+    async def check(self) -> None:
+        try:
+            missing = await cast(BatchConsumer, self.app.consumer).refresh_unknown_topics()
+        except Exception as exc:  # not subscribed yet, stopping, the broker away: next time
+            log.debug("streamapp: topic metadata not checked: %r", exc)
+            return
+        if missing and missing != self.missing:
+            log.warning(
+                "streamapp: the consumer's metadata lacks subscribed topics %s; asked the broker again",
+                ", ".join(sorted(missing)),
+            )
+        self.missing = missing
+
+
 async def preflight(settings: Settings, processor: Processor) -> None:
     """The worker's checks before it joins: Kafka's credentials, then its inputs and outputs."""
     await kafka_security.preflight(settings)
@@ -334,6 +357,7 @@ def create_app(settings: Settings) -> faust.App:
     topics.snapshots.on_recover(rebalance.resume_models)
     app.task(freeze_startup_objects)
     app.task(return_large_buffers)
+    app.timer(UnknownTopics.EVERY)(UnknownTopics(app).check)
     changelog = topics.snapshots.changelog_topic.get_topic_name()
     web.register(app, processor, settings, changelog, rebalance.lag, sources.source_topic)
     serve_metrics(app, processor, rebalance.lag)

@@ -79,6 +79,25 @@ class ConsumerSeam(faust_aiokafka.Consumer):
         committed = await self._thread.call_thread(consumer.committed, TopicPartition(tp.topic, tp.partition))
         return cast(int | None, committed)
 
+    async def refresh_unknown_topics(self) -> set[str]:
+        """Subscribed topics the consumer's metadata does not know; if any, ask the broker again.
+
+        A topic created a moment before the consumer's first metadata request (the worker's own
+        internal topics at a first start) can be missing from the answer, and aiokafka asks
+        again only after metadata_max_age_ms (5 minutes): until then the group leader assigns
+        none of its partitions (seen: "Ignoring missing topic", the sequence topic unserved).
+        A refresh that finds it changes the leader's metadata snapshot, and aiokafka rebalances.
+        aiokafka's client, which holds the metadata, is private to its consumer."""
+        consumer = self._thread._ensure_consumer()
+
+        async def refresh() -> set[str]:
+            missing = set(consumer.subscription()) - set(consumer._client.cluster.topics())
+            if missing:
+                await consumer._client.force_metadata_update()
+            return missing
+
+        return cast(set[str], await self._thread.call_thread(refresh))
+
     async def pause_in_client(self, tps: Iterable[TP]) -> None:
         """Pause partitions in aiokafka itself (Faust's pause only filters what it hands on);
         Faust keeps its aiokafka consumer, and the thread that owns it, private."""

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web as aioweb
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer
 from faust import streams as faust_streams
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
@@ -57,6 +58,10 @@ def test_every_private_name_the_seam_uses_still_exists() -> None:
     # Faust merges _settings_extra last into its aiokafka producer's arguments
     assert "**self._settings_extra()" in inspect.getsource(faust_aiokafka.Producer._new_producer)
     assert isinstance(faust_streams._current_event, contextvars.ContextVar)
+    # aiokafka's consumer keeps its client, which holds the metadata, as _client
+    assert "self._client = AIOKafkaClient(" in inspect.getsource(AIOKafkaConsumer.__init__)
+    assert callable(AIOKafkaClient.force_metadata_update)
+    assert "self.cluster = ClusterMetadata(" in inspect.getsource(AIOKafkaClient.__init__)
     assert "self._runner: AppRunner = AppRunner(" in inspect.getsource(AiohttpWeb.__init__)
     server = inspect.getsource(Server.__init__)
     assert "self._loop" in server and "self._kwargs" in server
