@@ -122,12 +122,17 @@ def source_filter(settings: Settings) -> Callable[[str], bool]:
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
-    def raw_topic(*names: str, internal: bool = False) -> TopicT:
-        """Bytes in, bytes out: the processor decodes events itself, so bad ones reach the dead letters."""
+    def raw_topic(*names: str, internal: bool = False, output: bool = False) -> TopicT:
+        """Bytes in, bytes out: the processor decodes events itself, so bad ones reach the dead letters.
+        `output`: written by the workers with what they read (a dead letter holds the event, a
+        copy in the sequence topic the record): created with room for any record the events
+        topic can hold (the broker's default is 1 MB, and a record the broker refuses there
+        would stop the worker or lose its dead letter)."""
         return app.topic(
             *names,
             partitions=settings.partitions,
             internal=internal,
+            config={"max.message.bytes": str(settings.kafka_max_message_bytes)} if output else None,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
@@ -159,10 +164,9 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
     if settings.labels_topic:
         # The labels topic is the bank's: it must exist, co-partitioned (checked at start).
         sources = raw_topic(settings.events_topic, settings.labels_topic)
-        merged = (sources, raw_topic(sequence.sequence_topic(settings.app_id), internal=True))
-    return Topics(
-        events, raw_topic(settings.predictions_topic), raw_topic(settings.deadletter_topic), snapshots, merged
-    )
+        merged = (sources, raw_topic(sequence.sequence_topic(settings.app_id), internal=True, output=True))
+    predictions = raw_topic(settings.predictions_topic, output=True)
+    return Topics(events, predictions, raw_topic(settings.deadletter_topic, output=True), snapshots, merged)
 
 
 class TableSnapshots:
@@ -272,6 +276,7 @@ def forward_to_sequence(app: BatchApp, settings: Settings, sources: TopicT, proc
         sequence.sequence_topic(settings.app_id),
         settings.labels_topic,
         sequence.Sources(offsets, partial(recovery.seek_back, app), processor.states.get),
+        settings.max_event_bytes,
     )
 
     async def forget_given_away(sender: Any, assigned: set[TP], **kwargs: Any) -> None:

@@ -338,7 +338,9 @@ class Processor:
     async def _dead_letter(self, sink: Sink, tp: TP, record: ConsumerRecord, reason: str) -> None:
         topic, offset = self.reader.origin(tp, record)  # a copy's: where the record was written
         headers = records.deadletter_headers(reason, topic, tp.partition, offset)
-        await sink.emit(self.settings.deadletter_topic, tp.partition, record.key, record.value, headers)
+        # Kafka takes a record with neither key nor value; aiokafka refuses to write one.
+        value = b"" if record.key is None and record.value is None else record.value
+        await sink.emit(self.settings.deadletter_topic, tp.partition, record.key, value, headers)
         log.warning("partition %d offset %d: dead letter: %s", tp.partition, record.offset, reason)
 
     def _seek_back(self, tp: TP, offset: int) -> None:

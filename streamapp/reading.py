@@ -55,8 +55,10 @@ class RecordReader:
         """The record as a message for its partition, or why it is refused: undecodable, a
         control event whose signature does not verify, or a record a model failed on."""
         source = self.source(record)
-        poisoned = self.poisoned.reason(tp.partition, record.offset)  # forgotten once applied
-        message = Refused(poisoned) if poisoned is not None else self._decoded(tp, record, at, source)
+        refused = self.poisoned.reason(tp.partition, record.offset)  # forgotten once applied
+        if refused is None and source is not None:
+            refused = sequence.refusal(record)  # copied without its content
+        message = Refused(refused) if refused is not None else self._decoded(tp, record, at, source)
         return message if source is None else Copy(source[0], source[1], message)
 
     def origin(self, tp: TP, record: ConsumerRecord) -> tuple[str, int]:

@@ -150,15 +150,20 @@ def _control(event_id: str, doc: dict[str, Any]) -> Control:
     raise BadEvent(f"unknown control {action!r} (known: promote, rollback)")
 
 
+NO_VALUE = "empty message (no value)"
+
+
 def checked_size(raw: bytes | None, limits: Limits) -> bytes:
     """The value, unless it is missing or over STREAMAPP_MAX_EVENT_BYTES (checked before decoding)."""
     if raw is None:
-        raise BadEvent("empty message (no value)")
+        raise BadEvent(NO_VALUE)
     if len(raw) > limits.max_event_bytes:
-        raise BadEvent(
-            f"oversized: {len(raw)} bytes > limit {limits.max_event_bytes} (STREAMAPP_MAX_EVENT_BYTES)"
-        )
+        raise BadEvent(oversized(len(raw), limits.max_event_bytes))
     return raw
+
+
+def oversized(size: int, limit: int) -> str:
+    return f"oversized: {size} bytes > limit {limit} (STREAMAPP_MAX_EVENT_BYTES)"
 
 
 def json_object(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from aiokafka import ConsumerRecord
 from faust.types import TP
 
+from streamapp import records
 from streamapp.gaps import GapWatch
 from streamapp.partition import PartitionState
 
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 
 ORIGIN = "streamapp.origin"  # b"events" or b"labels"
 ORIGIN_OFFSET = "streamapp.origin.offset"
+#: on a copy without the record's key, value and headers (its value was missing or over
+#: STREAMAPP_MAX_EVENT_BYTES): the reason the partition refuses it
+REFUSED = "streamapp.origin.refused"
 EVENTS, LABELS = "events", "labels"
 NOT_A_COPY = (
     "written to the sequence topic directly: only the copies of the events and labels topics' "
@@ -86,6 +90,12 @@ def sequence_topic(app_id: str) -> str:
     return f"{app_id}-sequence"
 
 
+def refusal(record: ConsumerRecord) -> str | None:
+    """Why the forwarder copied a record of the sequence topic without its content, if it did."""
+    reason = dict(record.headers or ()).get(REFUSED)
+    return None if reason is None else reason.decode("utf-8", "replace")
+
+
 def origin(record: ConsumerRecord) -> tuple[str, int] | None:
     """(source, offset there) of a record of the sequence topic; None for one written directly."""
     found = dict(record.headers or ())
@@ -102,8 +112,14 @@ class Forwarder:
     """Appends the events topic's and the labels topic's records to the sequence topic, each
     source partition's offsets in order, none skipped (the module docstring says why)."""
 
-    def __init__(self, send: Send, sequence: str, labels_topic: str, sources: Sources) -> None:
+    def __init__(
+        self, send: Send, sequence: str, labels_topic: str, sources: Sources, max_bytes: int
+    ) -> None:
         self.send, self.sequence, self.labels_topic, self.sources = send, sequence, labels_topic, sources
+        #: STREAMAPP_MAX_EVENT_BYTES: a larger value is refused by its partition anyway, and its
+        #: copy might not fit the sequence topic (a producer error stops the worker, and every
+        #: worker the partition moves to): it is copied without it, as is a record without one
+        self.max_bytes = max_bytes
         #: the next offset to copy, per source partition assigned here
         self.expected: dict[TP, int] = {}
         self.gaps = {EVENTS: GapWatch(), LABELS: GapWatch()}
@@ -141,20 +157,30 @@ class Forwarder:
             if record.offset > expected:
                 self.gap(tp, record.offset, expected)
                 break
-            # Headers of ours that came with the record are dropped: a producer cannot forge them.
-            headers = [(k, v) for k, v in record.headers or () if not k.startswith(ORIGIN)]
-            headers += [(ORIGIN, source.encode()), (ORIGIN_OFFSET, str(record.offset).encode())]
-            deliveries.append(
-                await self.send(
-                    self.sequence, record.key, record.value, tp.partition, record.timestamp / 1000, headers
-                )
-            )
+            deliveries.append(await self.copy(tp, source, record))
             expected += 1
         await asyncio.gather(*deliveries)  # acknowledged before their source offsets are committed
         self.expected[tp] = expected
         if deliveries:
             self.gaps[source].progressed(tp.partition)
         return expected - 1 if expected > 0 else None
+
+    async def copy(self, tp: TP, source: str, record: ConsumerRecord) -> Any:
+        """Send the record's copy; the delivery future."""
+        ours = [(ORIGIN, source.encode()), (ORIGIN_OFFSET, str(record.offset).encode())]
+        key, value = record.key, record.value
+        refused = None
+        if value is None:
+            refused = records.NO_VALUE  # with no key either, aiokafka would not even send it
+        elif len(value) > self.max_bytes:
+            refused = records.oversized(len(value), self.max_bytes)
+        if refused is not None:
+            # Refused as the events topic's own reader refuses it; the dead letter names the source.
+            key, value, headers = None, b"", [*ours, (REFUSED, refused.encode())]
+        else:
+            # Headers of ours that came with the record are dropped: a producer cannot forge them.
+            headers = [(k, v) for k, v in record.headers or () if not k.startswith(ORIGIN)] + ours
+        return await self.send(self.sequence, key, value, tp.partition, record.timestamp / 1000, headers)
 
     async def first_to_copy(self, tp: TP) -> int:
         """Where copying a partition starts: after what the group committed, unless retention

@@ -23,9 +23,20 @@ async def create_topics(settings: Settings) -> dict[str, str]:
     )
     await admin.start()
     try:
+        # The outputs hold what the workers read (a dead letter, the event): room for any record.
+        room = {"max.message.bytes": str(settings.kafka_max_message_bytes)}
+        configs = {settings.predictions_topic: room, settings.deadletter_topic: room}
         names = [settings.events_topic, settings.predictions_topic, settings.deadletter_topic]
         response = await admin.create_topics(
-            [NewTopic(name, settings.partitions, settings.replication_factor) for name in names]
+            [
+                NewTopic(
+                    name,
+                    settings.partitions,
+                    settings.replication_factor,
+                    topic_configs=configs.get(name, {}),
+                )
+                for name in names
+            ]
         )
         result: dict[str, str] = {}
         for name, code, *rest in response.topic_errors:

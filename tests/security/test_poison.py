@@ -3,18 +3,23 @@ stops, and every partition's model equals River's on the messages that were appl
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from river import datasets as river_datasets
 
 from streamapp import datasets, models
+from streamapp.records import NO_VALUE
 from streamapp.settings import Settings
 from tests import custom_models
 from tests.integration.cluster import (
+    BOOTSTRAP,
     Worker,
     end_offsets,
     read_topic,
@@ -23,6 +28,7 @@ from tests.integration.cluster import (
     unique_env,
     wait_for,
 )
+from tests.integration.test_labels_topic import create_topic
 from tests.oracle import river_on_log
 
 TOL = 1e-9
@@ -174,3 +180,71 @@ def test_a_model_that_fails_half_way_through_learning_is_rewound_by_a_real_worke
     scores, _, _ = river_on_log(docs, custom_models.plain_tree, ["rocauc", "accuracy", "logloss"])
     assert {k: state["metrics"][k] for k in scores} == pytest.approx(scores, abs=TOL)
     assert "MODEL ERROR at offset 150" in worker.log_path.read_text()
+
+
+def send_without_key_and_value(topic: str, partition: int) -> None:
+    """A record with neither key nor value: Kafka takes it, aiokafka's send() refuses to write
+    one (its batch API does not)."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP)
+        await producer.start()
+        try:
+            batch = producer.create_batch()
+            batch.append(key=None, value=None, timestamp=None)
+            batch.close()
+            await (await producer.send_batch(batch, topic, partition=partition))
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
+#: the broker's default max.message.bytes (1 MiB + 12), which the events topic has here
+TOPIC_LIMIT = 1_048_588
+
+
+@pytest.mark.parametrize("labels_topic", [False, True], ids=["events topic", "with a labels topic"])
+def test_a_record_at_the_topic_s_size_limit_or_with_nothing_in_it_is_dead_lettered(
+    tmp_path: Path, labels_topic: bool
+) -> None:
+    """Two records Kafka takes on the events topic and a worker must not choke on: one just
+    under the topic's size limit (its dead letter, or its copy in the sequence topic, is larger
+    than the record: seen stopping the worker, and every worker its partition moved to), and one
+    with neither key nor value (aiokafka refuses to send such a record on). Each is dead-lettered
+    with its reason, the worker goes on, and the next event is learned."""
+    extra = {}
+    if labels_topic:
+        extra["labels_topic"] = f"labels-{uuid.uuid4().hex[:8]}"
+        asyncio.run(create_topic(extra["labels_topic"], 1))
+    env = unique_env(1, **extra)
+    settings = Settings.from_env(env)
+    good = [orjson.dumps({"id": s.id, "x": s.x, "y": s.y}) for s in datasets.load("card", limit=3)]
+    head = b'{"id": "huge", "x": {"a": 1.0}, "pad": "'
+    huge = head + b"a" * (TOPIC_LIMIT - 120 - len(head)) + b'"}'  # the record batch: ~1,048,540 bytes
+    with running_all([Worker(env, tmp_path / "w1")]) as (worker,):
+        send_raw(settings.events_topic, [(0, b"k", good[0]), (0, b"k", huge)])
+        send_without_key_and_value(settings.events_topic, 0)
+        send_raw(settings.events_topic, [(0, b"k", value) for value in good[1:]])
+        wait_for(
+            "the worker to apply all five records",
+            lambda: (
+                (worker.models().get(0) or {}).get("sources" if labels_topic else "offset_applied")
+                in ({"events": 4}, 4)
+            ),
+            60,
+            worker.log_tail,
+        )
+        assert worker.alive()
+        state = worker.models()[0]
+    assert state["deadletters"] == 2 and state["events_learned"] == 3
+    letters = {
+        int(dict(r.headers)["streamapp.source.offset"]): r
+        for r in read_topic(settings.deadletter_topic, 1)[0]
+    }
+    assert sorted(letters) == [1, 2]
+    reasons = {offset: dict(r.headers)["streamapp.error.reason"].decode() for offset, r in letters.items()}
+    assert reasons[1].startswith(f"oversized: {len(huge)} bytes > limit 65536") and reasons[2] == NO_VALUE
+    # The dead letter holds the record itself; from the sequence topic, it names where it is.
+    assert letters[1].value == (b"" if labels_topic else huge)
+    assert dict(letters[1].headers)["streamapp.source.topic"] == settings.events_topic.encode()

@@ -15,9 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamapp import models, partition, sequence
+from streamapp.decoding import Decoder
 from streamapp.gaps import MAX_RESEEKS, GapError
-from streamapp.partition import Copy, Duplicate, Labelled, PartitionConfig, PartitionState, Scored
-from streamapp.records import Event, LateLabel
+from streamapp.partition import Copy, Duplicate, Labelled, PartitionConfig, PartitionState, Refused, Scored
+from streamapp.reading import RecordReader
+from streamapp.records import NO_VALUE, Event, LateLabel, Limits
+from streamapp.settings import Secret, Settings
+from streamapp.signing import Signer
+from tests import TEST_SIGNING_KEY
 
 
 def record(offset: int, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> ConsumerRecord:
@@ -53,7 +58,7 @@ class Group:
 
     def forwarder(self) -> sequence.Forwarder:
         sources = sequence.Sources(lambda: self, self.seek, lambda p: self.state)
-        return sequence.Forwarder(self.send, "app-sequence", "labels", sources)
+        return sequence.Forwarder(self.send, "app-sequence", "labels", sources, max_bytes=100)
 
     def copied(self) -> list[int]:
         return [int(dict(s[5])[sequence.ORIGIN_OFFSET]) for s in self.sent]
@@ -168,11 +173,12 @@ def test_every_source_offset_reaches_the_sequence_in_order_whatever_faust_drops(
     new forwarder). However these interleave, the first copy of each source offset appears in
     the sequence topic in offset order, none missing, and nothing past a missing one is ever
     committed."""
-    size, clock = 30, iter(range(0, 10_000, 3))  # 3 s between two gaps: each may seek back
+    end, clock = 30, iter(range(0, 10_000, 3))  # 3 s between two gaps: each may seek back
     group = Group(committed=None)
     tp = TP("events", 2)
 
-    async def run() -> None:
+    async def run() -> int:
+        nonlocal end
         forwarder, position, returned = group.forwarder(), 0, None
 
         async def seek(_: TP, offset: int) -> None:
@@ -183,11 +189,11 @@ def test_every_source_offset_reaches_the_sequence_in_order_whatever_faust_drops(
 
         async def fetch(n: int, handed_on: int | None) -> None:
             nonlocal position, returned
-            batch = [record(o, b"v") for o in range(position, min(position + n, size))]
+            batch = [record(o, b"v") for o in range(position, min(position + n, end))]
             position += len(batch)
             if handed_on is None:
                 return  # dropped
-            calls = iter(range(handed_on + 1, -2 - size, -1))  # one call more: before the batch
+            calls = iter(range(handed_on + 1, -2 - n, -1))  # one call more: before the batch
             last = await forwarder.forward(tp, batch, lambda: next(calls) > 0)
             returned = last if last is not None else returned
             await asyncio.sleep(0)  # a seek back lands
@@ -204,15 +210,22 @@ def test_every_source_offset_reaches_the_sequence_in_order_whatever_faust_drops(
             elif step == "crash":
                 forwarder, position, returned = group.forwarder(), group.committed or 0, None
                 forwarder.sources.seek = seek
-        for _ in range(4 * size):  # then no more trouble: the consumer reads to the end
-            await fetch(size, size)
-            if forwarder.expected.get(tp) == size:
+        # Then no more trouble, and records keep coming: a gap shows when a record past it is
+        # fetched, and the consumer goes back over it.
+        for _ in range(100):
+            end += 1
+            await fetch(end, end)
+            if forwarder.expected.get(tp) == end:
                 break
+        return end
 
     with mock.patch("streamapp.gaps.time.monotonic", lambda: float(next(clock))):
-        asyncio.run(run())
+        last = asyncio.run(run())
     first_copies = list(dict.fromkeys(group.copied()))
-    assert first_copies == list(range(size))
+    assert first_copies == list(range(last))
+
+
+SIGNER = Signer(Secret(TEST_SIGNING_KEY), app="streamapp")
 
 
 def state() -> PartitionState:
@@ -269,3 +282,67 @@ def test_a_partition_says_so_when_its_log_lacks_copies(caplog: pytest.LogCapture
     s.apply(1, Copy("events", 9, Event("b", {"f": 1.0}, None, None)))
     assert "partition 0: the sequence topic has no copy of events offsets 6..8" in caplog.text
     assert s.source_offsets == {"events": 9} and s.events_seen == 2
+
+
+def test_a_record_over_the_size_limit_or_without_a_value_is_copied_as_its_refusal() -> None:
+    """Its copy might not fit the sequence topic (one record stopped every worker it reached),
+    or aiokafka would not send it: the copy carries the reason, and the partition refuses it
+    with that reason, as the events topic's own reader would."""
+    group = Group(committed=0)
+    big = ConsumerRecord("events", 2, 0, 1, 0, b"card", b"x" * 101, None, 0, 0, [("trace", b"1")])
+    empty = ConsumerRecord("events", 2, 1, 1, 0, None, None, None, 0, 0, [])
+    batch = [big, empty, ConsumerRecord("events", 2, 2, 1, 0, b"card", b"y" * 100, None, 0, 0, [])]
+    assert asyncio.run(group.forwarder().forward(TP("events", 2), batch, lambda: True)) == 2
+    (_, k0, v0, _, _, h0), (_, k1, v1, _, _, h1), (_, k2, v2, _, _, h2) = group.sent
+    assert (k0, v0, k1, v1) == (None, b"", None, b"") and (k2, v2) == (b"card", b"y" * 100)
+    too_big = "oversized: 101 bytes > limit 100 (STREAMAPP_MAX_EVENT_BYTES)"
+    assert dict(h0)[sequence.REFUSED] == too_big.encode() and dict(h1)[sequence.REFUSED] == NO_VALUE.encode()
+    assert sequence.REFUSED not in dict(h2) and ("trace", b"1") not in h0
+    settings = Settings.from_env(
+        {"STREAMAPP_LABELS_TOPIC": "labels", "STREAMAPP_SIGNING_KEY": TEST_SIGNING_KEY}
+    )
+    reader = RecordReader(settings, Decoder.from_settings(settings, Limits(max_event_bytes=100)), SIGNER)
+    copies = [
+        ConsumerRecord("app-sequence", 2, n, 1, 0, key, value, None, 0, 0, headers)
+        for n, (_, key, value, _, _, headers) in enumerate(group.sent)
+    ]
+    read = [reader.read(TP("app-sequence", 2), copy, 0.0) for copy in copies]
+    assert read[:2] == [Copy("events", 0, Refused(too_big)), Copy("events", 1, Refused(NO_VALUE))]
+    assert isinstance(read[2], Copy) and isinstance(read[2].message, Refused)  # "not JSON", from the record
+
+
+def test_a_forged_refusal_is_dropped_with_the_other_headers_of_ours() -> None:
+    group = Group(committed=0)
+    batch = [record(0, b"{}", [(sequence.REFUSED, b"forged")])]
+    asyncio.run(group.forwarder().forward(TP("labels", 2), batch, lambda: True))
+    assert sequence.REFUSED not in dict(group.sent[0][5])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.none() | st.binary(max_size=20),
+    value=st.none()
+    | st.binary(max_size=150)
+    | st.sampled_from([b'{"id": "a", "x": {"f": 1.0}, "y": true}', b'{"id": "a", "y": false}', b"{}"]),
+    headers=st.lists(st.tuples(st.sampled_from(["trace", sequence.REFUSED, sequence.ORIGIN]), st.binary())),
+)
+def test_a_copy_is_refused_or_read_exactly_as_its_record_on_the_events_topic(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+) -> None:
+    """Whatever a record holds (no key, no value, any size, headers of ours forged), copying it
+    never raises, and its partition reads the copy as the events topic's reader reads the record:
+    the same message, or the same refusal."""
+    group = Group(committed=0)
+    original = ConsumerRecord("events", 2, 0, 1, 0, key, value, None, 0, 0, headers)
+    assert asyncio.run(group.forwarder().forward(TP("events", 2), [original], lambda: True)) == 0
+    (_, copy_key, copy_value, _, _, copy_headers) = group.sent[0]
+    assert copy_key is not None or copy_value is not None, "aiokafka sends it"
+    copy = ConsumerRecord("app-sequence", 2, 0, 1, 0, copy_key, copy_value, None, 0, 0, copy_headers)
+    limits = Limits(max_event_bytes=100)
+    plain = Settings.from_env({"STREAMAPP_SIGNING_KEY": "k" * 32})
+    merged = Settings.from_env({"STREAMAPP_LABELS_TOPIC": "labels", "STREAMAPP_SIGNING_KEY": "k" * 32})
+    as_event = RecordReader(plain, Decoder.from_settings(plain, limits), SIGNER).read(
+        TP("events", 2), original, 0.0
+    )
+    as_copy = RecordReader(merged, Decoder.from_settings(merged, limits), SIGNER).read(TP("s", 2), copy, 0.0)
+    assert as_copy == Copy("events", 0, as_event)
