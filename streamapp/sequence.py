@@ -72,6 +72,8 @@ class SourceOffsets(Protocol):
 
     async def earliest_offsets(self, *partitions: TP) -> Mapping[TP, int]: ...
 
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]: ...
+
 
 class Sources:
     """The forwarder's ties to the worker: the group's offsets, moving the consumer back, and the
@@ -106,6 +108,11 @@ def origin(record: ConsumerRecord) -> tuple[str, int] | None:
         return source.decode("ascii"), int(offset.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def one(offsets: Mapping[TP, int], tp: TP) -> int:
+    """`tp`'s offset in the consumer's answer (keyed by aiokafka's TopicPartition or Faust's TP)."""
+    return next((offset for t, offset in offsets.items() if (t.topic, t.partition) == tp), 0)
 
 
 class Forwarder:
@@ -187,9 +194,22 @@ class Forwarder:
         deleted records from there (lost: nobody copied them)."""
         offsets = self.sources.offsets()
         committed = await offsets.committed_offset(tp)
-        earliest = (await offsets.earliest_offsets(tp)).get(tp, 0)
-        if committed is None or committed >= earliest:
-            return earliest if committed is None else committed
+        earliest = one(await offsets.earliest_offsets(tp), tp)
+        if committed is None:
+            return earliest
+        end = one(await offsets.highwaters(tp), tp)
+        if committed > end:
+            log.error(
+                "partition %d: COMMITTED AHEAD OF THE LOG: the group committed offset %d but %s "
+                "ends at %d (topic recreated?); copying from its first record",
+                tp.partition,
+                committed,
+                tp.topic,
+                end,
+            )
+            return earliest
+        if committed >= earliest:
+            return committed
         lost = earliest - committed
         log.error(
             "partition %d: RETENTION LOSS: %d records of %s after offset %d were deleted before "

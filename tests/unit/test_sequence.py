@@ -35,8 +35,8 @@ class Group:
     """One source partition as the forwarder sees it: the group's committed offset, the log's
     first offset, the copies the broker acknowledged and the seeks asked for."""
 
-    def __init__(self, committed: int | None = None, earliest: int = 0) -> None:
-        self.committed, self.earliest = committed, earliest
+    def __init__(self, committed: int | None = None, earliest: int = 0, end: int = 1000) -> None:
+        self.committed, self.earliest, self.end = committed, earliest, end
         self.sent: list[tuple[Any, ...]] = []
         self.seeks: list[tuple[TP, int]] = []
         self.state = state()
@@ -46,6 +46,9 @@ class Group:
 
     async def earliest_offsets(self, *partitions: TP) -> dict[TP, int]:
         return dict.fromkeys(partitions, self.earliest)
+
+    async def highwaters(self, *partitions: TP) -> dict[TP, int]:
+        return dict.fromkeys(partitions, self.end)
 
     async def send(self, *args: Any) -> asyncio.Future[None]:
         self.sent.append(args)
@@ -137,6 +140,12 @@ def test_records_deleted_before_they_were_copied_are_counted_as_lost() -> None:
     group = Group(committed=4, earliest=10)
     assert forward(group.forwarder(), [10, 11]) == 11
     assert group.copied() == [10, 11] and group.state.events_lost_to_retention == 6
+
+
+def test_a_commit_past_the_end_of_the_log_starts_over_from_its_first_record() -> None:
+    """The topic was deleted and created again: its new records are copied, not skipped as old."""
+    group = Group(committed=500, earliest=0, end=3)
+    assert forward(group.forwarder(), [0, 1, 2]) == 2 and group.copied() == [0, 1, 2]
 
 
 def test_a_group_that_never_committed_copies_from_the_log_s_first_record() -> None:
