@@ -376,7 +376,9 @@ class Settings:
         "67108864", _positive_int, "Largest snapshot written (64 MiB); kept under the Kafka limits below."
     )
     kafka_max_message_bytes: int = _setting(
-        "75497472", _positive_int, "Producer request, fetch and changelog max.message.bytes (72 MiB)."
+        "75497472",
+        _positive_int,
+        "Producer request, fetch, and max.message.bytes of the changelog and output topics (72 MiB).",
     )
     max_event_bytes: int = _setting(
         "65536", _positive_int, "Larger event values go to the dead-letter topic."
