@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiokafka import ConsumerRecord
 from faust.types import TP
 
-from streamapp import control, sequence
+from streamapp import control, records, sequence
 from streamapp.decoding import Decoder
 from streamapp.partition import Copy, Message, Refused
 from streamapp.records import BadEvent, Control, Event, LateLabel
@@ -72,6 +72,12 @@ class RecordReader:
         self, tp: TP, record: ConsumerRecord, at: float, source: tuple[str, int] | None
     ) -> Event | LateLabel | Control | Refused:
         try:
+            if source is None:  # a copy's were checked on the original (sequence.Forwarder)
+                size = records.envelope_bytes(record.key, record.headers)
+                if (
+                    too_large := records.oversized_envelope(size, self.decoder.limits.max_event_bytes)
+                ) is not None:
+                    raise BadEvent(too_large)
             labels_only = source is not None and source[0] == sequence.LABELS
             message = self.decoder.message(record, labels_only=labels_only)
             if isinstance(message, Control):

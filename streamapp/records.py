@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +165,19 @@ def checked_size(raw: bytes | None, limits: Limits) -> bytes:
 
 def oversized(size: int, limit: int) -> str:
     return f"oversized: {size} bytes > limit {limit} (STREAMAPP_MAX_EVENT_BYTES)"
+
+
+def envelope_bytes(key: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None) -> int:
+    """What a record carries besides its value: its key and headers."""
+    return len(key or b"") + sum(len(name.encode()) + len(value or b"") for name, value in headers or ())
+
+
+def oversized_envelope(size: int, limit: int) -> str | None:
+    """Why a record whose key and headers take `size` bytes is refused, if it is: every output
+    of it (its prediction, its dead letter, its copy) carries them on."""
+    if size <= limit:
+        return None
+    return f"oversized key and headers: {size} bytes > limit {limit} (STREAMAPP_MAX_EVENT_BYTES)"
 
 
 def json_object(raw: bytes | None, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:

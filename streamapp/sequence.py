@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 ORIGIN = "streamapp.origin"  # b"events" or b"labels"
 ORIGIN_OFFSET = "streamapp.origin.offset"
-#: on a copy without the record's key, value and headers (its value was missing or over
+#: on a copy without the record's key, value and headers (its value was missing, or it was over
 #: STREAMAPP_MAX_EVENT_BYTES): the reason the partition refuses it
 REFUSED = "streamapp.origin.refused"
 EVENTS, LABELS = "events", "labels"
@@ -108,6 +108,20 @@ def origin(record: ConsumerRecord) -> tuple[str, int] | None:
         return source.decode("ascii"), int(offset.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def refused_by_size(record: ConsumerRecord, limit: int) -> str | None:
+    """Why the events topic's reader refuses the record for its sizes alone, checked in its order
+    (streamapp/reading.py), if it does: such a record is copied without its content, which might
+    not fit the sequence topic, or (with neither key nor value) not be sent at all."""
+    envelope = records.oversized_envelope(records.envelope_bytes(record.key, record.headers), limit)
+    if envelope is not None:
+        return envelope
+    if record.value is None:
+        return records.NO_VALUE
+    if len(record.value) > limit:
+        return records.oversized(len(record.value), limit)
+    return None
 
 
 def one(offsets: Mapping[TP, int], tp: TP) -> int:
@@ -176,11 +190,7 @@ class Forwarder:
         """Send the record's copy; the delivery future."""
         ours = [(ORIGIN, source.encode()), (ORIGIN_OFFSET, str(record.offset).encode())]
         key, value = record.key, record.value
-        refused = None
-        if value is None:
-            refused = records.NO_VALUE  # with no key either, aiokafka would not even send it
-        elif len(value) > self.max_bytes:
-            refused = records.oversized(len(value), self.max_bytes)
+        refused = refused_by_size(record, self.max_bytes)
         if refused is not None:
             # Refused as the events topic's own reader refuses it; the dead letter names the source.
             key, value, headers = None, b"", [*ours, (REFUSED, refused.encode())]

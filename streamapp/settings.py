@@ -381,7 +381,7 @@ class Settings:
         "Producer request, fetch, and max.message.bytes of the changelog and output topics (72 MiB).",
     )
     max_event_bytes: int = _setting(
-        "65536", _positive_int, "Larger event values go to the dead-letter topic."
+        "65536", _positive_int, "Larger event values (or keys with headers) go to the dead-letter topic."
     )
     max_features: int = _setting("1000", _positive_int, "Most features one event may have.")
     max_name_length: int = _setting(

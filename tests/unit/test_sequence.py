@@ -329,7 +329,7 @@ def test_a_forged_refusal_is_dropped_with_the_other_headers_of_ours() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    key=st.none() | st.binary(max_size=20),
+    key=st.none() | st.binary(max_size=150),
     value=st.none()
     | st.binary(max_size=150)
     | st.sampled_from([b'{"id": "a", "x": {"f": 1.0}, "y": true}', b'{"id": "a", "y": false}', b"{}"]),
@@ -355,3 +355,16 @@ def test_a_copy_is_refused_or_read_exactly_as_its_record_on_the_events_topic(
     )
     as_copy = RecordReader(merged, Decoder.from_settings(merged, limits), SIGNER).read(TP("s", 2), copy, 0.0)
     assert as_copy == Copy("events", 0, as_event)
+
+
+def test_a_key_and_headers_over_the_limit_are_refused_on_either_route() -> None:
+    """Every output of a record carries its key (and a copy its headers): a 1 MB key would not
+    fit an output topic of the broker's default limit."""
+    group = Group(committed=0)
+    original = ConsumerRecord("events", 2, 0, 1, 0, b"k" * 90, b"{}", None, 0, 0, [("trace", b"x" * 6)])
+    asyncio.run(group.forwarder().forward(TP("events", 2), [original], lambda: True))
+    reason = "oversized key and headers: 101 bytes > limit 100 (STREAMAPP_MAX_EVENT_BYTES)"
+    assert dict(group.sent[0][5])[sequence.REFUSED] == reason.encode() and group.sent[0][1] is None
+    plain = Settings.from_env({"STREAMAPP_SIGNING_KEY": "k" * 32})
+    reader = RecordReader(plain, Decoder.from_settings(plain, Limits(max_event_bytes=100)), SIGNER)
+    assert reader.read(TP("events", 2), original, 0.0) == Refused(reason)
