@@ -221,13 +221,10 @@ def kafka_outputs(app: BatchApp, txns: Transactions | None = None) -> Outputs:
     def outbox(topic: str, partition: int) -> Outbox:
         return Outbox(seam.aiokafka_producer(app.output_producer), topic, partition, delivered)
 
-    async def seek(tp: TP, offset: int) -> None:
-        await recovery.seek_back(app, tp, offset)
-
     async def flush() -> None:
         await app.producer.flush()
 
-    return Outputs(emit, outbox, seek, flush, txns)
+    return Outputs(emit, outbox, partial(recovery.seek_back, app), flush, txns)
 
 
 def subscribe(app: BatchApp, settings: Settings, topics: Topics, processor: Processor) -> None:

@@ -376,9 +376,7 @@ class Settings:
         "67108864", _positive_int, "Largest snapshot written (64 MiB); kept under the Kafka limits below."
     )
     kafka_max_message_bytes: int = _setting(
-        "75497472",
-        _positive_int,
-        "Producer request, fetch, and max.message.bytes of the changelog and output topics (72 MiB).",
+        "75497472", _positive_int, "Request, fetch, changelog and output max.message.bytes (72 MiB)."
     )
     max_event_bytes: int = _setting(
         "65536", _positive_int, "Larger event values (or keys with headers) go to the dead-letter topic."
