@@ -362,7 +362,7 @@ def create_app(settings: Settings) -> faust.App:
     app.timer(UnknownTopics.EVERY)(UnknownTopics(app).check)
     changelog = topics.snapshots.changelog_topic.get_topic_name()
     web.register(app, processor, settings, changelog, rebalance.lag, sources.source_topic)
-    serve_metrics(app, processor, rebalance.lag)
+    serve_metrics(app, processor, rebalance.lag, lambda: {tp.partition for tp in sources.actives()})
     spec = processor.store.specs[0]
     log.info("streamapp: model %s (%s), %d partitions", spec.name, spec.task, settings.partitions)
     return app

@@ -29,3 +29,15 @@ class PrequentialMetrics:
 
     def values(self) -> dict[str, float]:
         return {tracked.name: float(tracked.metric.get()) for tracked in self._tracked}
+
+    def lead_over(self, other: PrequentialMetrics) -> dict[str, float]:
+        """How far these metrics are ahead of `other`'s (the same task's), signed so that a
+        positive lead is better whichever way the metric goes (ROCAUC up, MAE down): one alert
+        rule then fits every metric."""
+        theirs = other.values()
+        return {
+            tracked.name: (1.0 if tracked.metric.bigger_is_better else -1.0)
+            * (float(tracked.metric.get()) - theirs[tracked.name])
+            for tracked in self._tracked
+            if tracked.name in theirs
+        }

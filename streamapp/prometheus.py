@@ -9,7 +9,7 @@ bytes, as Prometheus's naming conventions ask.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
@@ -67,15 +67,26 @@ GAUGES: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
     ("streamapp_snapshot_offset", "Offset the latest snapshot holds.", lambda s: s.runtime.snapshot_offset),
     ("streamapp_snapshot_sequence", "Number of the latest snapshot.", lambda s: s.runtime.snapshot_seq),
     ("streamapp_snapshot_size_bytes", "Size of the latest snapshot.", lambda s: s.runtime.snapshot_bytes),
+    (
+        "streamapp_events_since_snapshot",
+        "Events applied since the latest snapshot: what a crash would replay.",
+        lambda s: s.runtime.events_since_snapshot,
+    ),
 )  # fmt: skip
 
 
 class ModelCollector(Collector):
     """The partitions this worker serves, as Prometheus series."""
 
-    def __init__(self, processor: Processor, lag: Callable[[int], int | None]) -> None:
+    def __init__(
+        self,
+        processor: Processor,
+        lag: Callable[[int], int | None],
+        served: Callable[[], Iterable[int]] = tuple,
+    ) -> None:
         self.processor = processor
         self.lag = lag
+        self.served = served
 
     def collect(self) -> Iterator[Metric]:
         now = time.time()
@@ -101,6 +112,12 @@ class ModelCollector(Collector):
             "Prequential metric of each model (champion and challengers).",
             labels=["partition", "model", "role", "metric"],
         )
+        lead = GaugeMetricFamily(
+            "streamapp_challenger_lead",
+            "A challenger's prequential metric minus the champion's, positive when the challenger "
+            "is better (whichever way the metric goes).",
+            labels=["partition", "model", "metric"],
+        )
         for partition, state in states:
             if state.runtime.snapshot_at:
                 age.add_metric([str(partition)], now - state.runtime.snapshot_at)
@@ -111,7 +128,31 @@ class ModelCollector(Collector):
                 role = "champion" if i == state.champion_index else "challenger"
                 for key, score in contender.metrics.values().items():
                     metric.add_metric([str(partition), contender.name, role, key], score)
-        yield from (age, lag, metric)
+                if role == "challenger":
+                    for key, ahead in contender.metrics.lead_over(state.champion.metrics).items():
+                        lead.add_metric([str(partition), contender.name, key], ahead)
+        yield from (age, lag, metric, lead)
+        served = GaugeMetricFamily(
+            "streamapp_partition_served",
+            "1 for each events partition this worker holds as active (assigned, restoring or learning): "
+            "summed over the workers, every partition must be 1.",
+            labels=["partition"],
+        )
+        for partition in sorted(self.served()):
+            served.add_metric([str(partition)], 1)
+        yield served
+        settings = self.processor.settings
+        yield GaugeMetricFamily(
+            "streamapp_events_topic_partitions",
+            "Partitions of the events topic (STREAMAPP_PARTITIONS): the cluster serves each of them.",
+            value=settings.partitions,
+        )
+        yield GaugeMetricFamily(
+            "streamapp_snapshot_interval_seconds",
+            "STREAMAPP_SNAPSHOT_EVERY_SECONDS: a partition that learns is snapshotted at least this "
+            "often (+25%).",
+            value=settings.snapshot_every_seconds,
+        )
         refused = CounterMetricFamily(
             "streamapp_snapshots_refused",
             "Snapshots this worker refused to load (unsigned, forged, another partition's, a forbidden "
@@ -157,11 +198,14 @@ class ModelCollector(Collector):
 
 
 def serve_metrics(
-    app: faust.App, processor: Processor, lag: Callable[[int], int | None]
+    app: faust.App,
+    processor: Processor,
+    lag: Callable[[int], int | None],
+    served: Callable[[], Iterable[int]] = tuple,
 ) -> CollectorRegistry:
     """Register `/metrics` on the app: Faust's sensors (prefix `faust_`), the process, our models."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
-    registry.register(ModelCollector(processor, lag))
+    registry.register(ModelCollector(processor, lag, served))
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
     return registry

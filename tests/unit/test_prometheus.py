@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -21,27 +20,13 @@ from streamapp.histogram import BUCKETS
 from streamapp.partition import PartitionConfig, PartitionState
 from streamapp.processor import Timing
 from streamapp.prometheus import COUNTERS, GAUGES, ModelCollector
+from tests.exposition import FakeProcessor, series_names, worker_exposition
 from tests.oracle import river_scores
 
 TOL = 1e-9
 SNAPSHOT_AGE = 90.0  # seconds since partition 0's snapshot
 LAG = {0: 17, 3: None}  # partition 3's lag is unknown: no series
 PENDING_MAX = 5  # partition 3's bound on waiting events
-
-
-@dataclass
-class FakeStore:
-    refused: dict[int, int] = field(default_factory=dict)  # snapshots refused, per partition
-
-
-@dataclass
-class FakeProcessor:
-    """What ModelCollector reads of a streamapp.processor.Processor."""
-
-    states: dict[int, PartitionState] = field(default_factory=dict)
-    timings: dict[int, Timing] = field(default_factory=dict)
-    store: FakeStore = field(default_factory=FakeStore)
-    writer: Any = field(default_factory=lambda: SimpleNamespace(forks=0))  # no child forked yet
 
 
 @dataclass
@@ -79,10 +64,12 @@ def feed(state: PartitionState, samples: list[datasets.Sample], every_unlabelled
     return fed
 
 
-def scrape(processor: FakeProcessor, lag: Callable[[int], int | None]) -> dict[str, Any]:
+def scrape(
+    processor: FakeProcessor, lag: Callable[[int], int | None], served: tuple[int, ...] = ()
+) -> dict[str, Any]:
     """{family name: family}, from the text Prometheus would read."""
     registry = CollectorRegistry()
-    registry.register(ModelCollector(processor, lag))  # type: ignore[arg-type]
+    registry.register(ModelCollector(processor, lag, lambda: served))  # type: ignore[arg-type]
     text = generate_latest(registry).decode()
     return {family.name: family for family in text_string_to_metric_families(text)}
 
@@ -211,6 +198,45 @@ def test_model_metrics_are_rivers_with_each_models_role(world: Any) -> None:
     assert {"rocauc", "accuracy"} <= {metric for *_, metric in series}
 
 
+def test_a_challengers_lead_is_positive_when_it_is_better_whichever_way_the_metric_goes(world: Any) -> None:
+    """Partition 0's challenger (the Hoeffding tree, demoted) against its champion: ahead by
+    its metric minus the champion's for accuracy, F1 and ROCAUC, by the champion's minus its
+    own for log loss."""
+    processor, fed, _, _ = world
+    families = scrape(processor, LAG.get)
+    lead = {
+        (dict(k)["partition"], dict(k)["model"], dict(k)["metric"]): v
+        for k, v in values(families["streamapp_challenger_lead"]).items()
+    }
+    assert {p for p, _, _ in lead} == {"0"}, "partition 3 has no challenger: no series"
+    scores = {c.name: c.metrics.values() for c in fed[0].state.contenders}
+    challenger, champion = scores["hoeffding_tree"], scores["naive_bayes"]
+    sign = {"accuracy": 1, "rocauc": 1, "f1": 1, "logloss": -1}
+    assert set(sign) == {metric for _, _, metric in lead}
+    for metric, direction in sign.items():
+        expected = direction * (challenger[metric] - champion[metric])
+        assert lead["0", "hoeffding_tree", metric] == pytest.approx(expected, abs=TOL), metric
+    assert challenger["logloss"] != champion["logloss"], "the sign of log loss's lead is tested"
+
+
+def test_the_settings_alert_rules_compare_against_are_exported(world: Any) -> None:
+    processor, fed, _, _ = world
+    families = scrape(processor, LAG.get)
+    (partitions,) = families["streamapp_events_topic_partitions"].samples
+    (interval,) = families["streamapp_snapshot_interval_seconds"].samples
+    assert (partitions.value, interval.value) == (12, 45.0)
+    since = by_partition(families["streamapp_events_since_snapshot"])
+    assert since == {p: f.state.runtime.events_since_snapshot for p, f in fed.items()}
+    assert since[3] == len(fed[3].labelled) + len(fed[3].unlabelled) + fed[3].refused
+
+
+def test_the_partitions_a_worker_holds_are_served_even_before_their_first_event(world: Any) -> None:
+    processor, _, _, _ = world
+    served = by_partition(scrape(processor, LAG.get, served=(3, 5, 0))["streamapp_partition_served"])
+    assert served == {0: 1, 3: 1, 5: 1}, "partition 5 has no state yet and is served all the same"
+    assert scrape(processor, LAG.get)["streamapp_partition_served"].samples == []
+
+
 def test_predictions_alerts_and_latency_histograms(world: Any) -> None:
     processor, _, observed, _ = world
     families = scrape(processor, LAG.get)
@@ -247,3 +273,14 @@ def test_a_worker_without_partitions_exposes_the_families_without_series() -> No
         assert families[name].samples == [], name
     (children,) = families["streamapp_snapshot_children"].samples
     assert children.name == "streamapp_snapshot_children_total" and children.value == 0
+
+
+def test_the_exposition_names_every_series_of_a_worker_without_partitions() -> None:
+    """What tests/exposition.py gives the alert and dashboard tests: streamapp's families with
+    their counters' `_total` and histograms' `_bucket`, Faust's and the process's."""
+    names = series_names(worker_exposition())
+    expected = {f"{name}_total" for name, _, _ in COUNTERS} | {name for name, _, _ in GAUGES}
+    expected |= {"streamapp_end_to_end_latency_seconds_bucket", "streamapp_challenger_lead"}
+    expected |= {"faust_total_rebalances", "process_resident_memory_bytes", "process_cpu_seconds_total"}
+    assert expected <= names, expected - names
+    assert "streamapp_events" not in names, "a counter is selected by its _total"
