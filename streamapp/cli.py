@@ -13,7 +13,7 @@ import sys
 from streamapp import datasets
 from streamapp.settings import ConfigError, Settings, documented
 
-OWN_COMMANDS = ("produce", "create-topics", "settings", "replay")
+OWN_COMMANDS = ("produce", "create-topics", "settings", "replay", "snapshots", "switch")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +54,22 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--offset", type=int, action="append", required=True, help="an event's offset; repeatable"
     )
+    snapshots = commands.add_parser("snapshots", help="what this version can do with the snapshots")
+    snapshots_commands = snapshots.add_subparsers(dest="snapshots_command", required=True)
+    check = snapshots_commands.add_parser(
+        "check",
+        help="can this version restore the running deployment's snapshots? Run it with the new "
+        "version's image before an upgrade (exit 0: yes; 1: some partitions replay; 2: some lose events)",
+    )
+    check.add_argument("--json", action="store_true", help="one JSON object per partition")
+    switch = commands.add_parser(
+        "switch",
+        help="blue/green upgrade, last step: copy the new deployment's outputs past this one's onto "
+        "this one's topics (docs/runbooks/upgrade.md)",
+    )
+    switch.add_argument("--green-app-id", required=True, help="the new deployment's STREAMAPP_APP_ID")
+    switch.add_argument("--green-predictions", required=True, help="its STREAMAPP_PREDICTIONS_TOPIC")
+    switch.add_argument("--green-deadletters", required=True, help="its STREAMAPP_DEADLETTER_TOPIC")
     return parser
 
 
@@ -70,6 +86,15 @@ def _run_own(argv: list[str]) -> int:
         from streamapp.replay import run
 
         return run(settings, args.partition, args.offset)
+    if args.command == "snapshots":
+        from streamapp.snapshot_check import run as check
+
+        return check(settings, args.json)
+    if args.command == "switch":
+        from streamapp.switch import Green
+        from streamapp.switch import run as switch
+
+        return switch(settings, Green(args.green_app_id, args.green_predictions, args.green_deadletters))
     if args.command == "create-topics":
         from streamapp.topics import create_topics
 
