@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sy
 WORKERS ?= 1
 FORMAT ?= json
 
-.PHONY: run test test-other install browser kafka-up kafka-down lint bench clean
+.PHONY: run test test-other install browser containers kafka-up kafka-down lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), sys.version' || \
@@ -32,6 +32,10 @@ install: $(STAMP)
 browser:
 	@tools/install_chromium.sh
 
+# Debian's buildah and podman for the image test (tests/deploy/test_image.py); it skips without them.
+containers:
+	@tools/install_containers.sh
+
 kafka-up:
 	@tools/kafka/kafka.sh up
 
@@ -41,7 +45,7 @@ kafka-down:
 run: install
 	@WORKERS=$(WORKERS) FORMAT=$(FORMAT) $(BIN)/python tools/run_demo.py
 
-test: install browser
+test: install browser containers
 	@tools/with_kafka.sh $(BIN)/python -m pytest
 
 # The unit tests on the other supported interpreter (3.11 when the default is 3.13), in .venv-other.

@@ -2,14 +2,17 @@
 
 Non-root with a numeric uid (Kubernetes' runAsNonRoot can only verify that), the worker as PID 1
 through exec-form ENTRYPOINT/CMD (so SIGTERM reaches it and Faust shuts down warm), the README's
-worker command and a real entry point of the package, multi-stage from python:3.11-slim, COPY
+worker command and a real entry point of the package, multi-stage with every stage FROM
+${BASE_IMAGE} (by default the official slim Python), an extra CA only as a build secret, COPY
 sources that exist and that .dockerignore lets through, and STREAMAPP_* values the worker accepts.
 Each check is a function returning its problems, and the mutation tests show each one failing.
+tests/deploy/test_image.py builds and runs the image.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +23,14 @@ from packaging.specifiers import SpecifierSet
 
 from streamapp.cli import OWN_COMMANDS
 from streamapp.settings import ConfigError, Settings
-from tests.deploy.dockerfile_syntax import Stage, dockerignore_patterns, ignored, stages
+from tests.deploy.dockerfile_syntax import (
+    Stage,
+    dockerignore_patterns,
+    ignored,
+    instructions,
+    stages,
+    substitute,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -40,19 +50,33 @@ def command(text: str) -> list[str]:
     return [*((entrypoint and entrypoint.exec_form()) or []), *((cmd and cmd.exec_form()) or [])]
 
 
+def global_args(text: str) -> dict[str, str]:
+    """The ARGs before the first FROM, each default expanded with the ARGs before it (as Docker)."""
+    values: dict[str, str] = {}
+    for instruction in instructions(text):
+        if instruction.keyword == "FROM":
+            break
+        key, _, value = instruction.raw.partition("=")
+        values[key.strip()] = substitute(value.strip().strip('"'), values)
+    return values
+
+
 def base_image_problems(text: str) -> list[str]:
-    """python:3.11-slim by default, every stage on the same image (the venv links its python)."""
+    """BASE_IMAGE defaults to the official slim Python of a supported version, and every stage
+    starts FROM ${BASE_IMAGE}: another base then replaces both (the venv links its python)."""
     found = stages(text)
     problems = []
     if len(found) < 2 or not found[0].name:
         problems.append("not multi-stage: a named build stage, then the runtime stage")
-    images = {stage.image for stage in found}
-    if images != {"python:3.11-slim"}:
-        problems.append(f"stages must all start from python:3.11-slim, got {sorted(images)}")
-    for image in images:
-        version = image.removeprefix("python:").split("-")[0]
-        if version not in SpecifierSet(PYPROJECT["project"]["requires-python"]):
-            problems.append(f"{image} is outside requires-python")
+    default = global_args(text).get("BASE_IMAGE", "")
+    official = re.fullmatch(r"python:(\d+\.\d+)-slim", default)
+    if official is None:
+        problems.append(f"ARG BASE_IMAGE must default to python:<version>-slim, got {default!r}")
+    elif official.group(1) not in SpecifierSet(PYPROJECT["project"]["requires-python"]):
+        problems.append(f"{default} is outside requires-python")
+    bases = [i.flags_and_args()[1][0] for i in instructions(text) if i.keyword == "FROM"]
+    if set(bases) != {"${BASE_IMAGE}"}:
+        problems.append(f"every stage must start FROM ${{BASE_IMAGE}}, got {bases}")
     runtime = found[-1]
     copies = [i.flags_and_args() for i in runtime.all("COPY") + runtime.all("ADD")]
     if not copies or any("from" not in flags for flags, _ in copies):
@@ -61,6 +85,21 @@ def base_image_problems(text: str) -> list[str]:
     for flags, _ in copies:
         if "from" in flags and flags["from"] not in names:
             problems.append(f"COPY --from={flags['from']} names no earlier stage")
+    return problems
+
+
+def secret_problems(text: str) -> list[str]:
+    """An extra CA reaches pip only as the build secret extra_ca, mounted for the RUN that sets
+    PIP_CERT: an ARG, ENV, COPY or ADD of it would keep it in a layer or the image's history."""
+    problems = []
+    runs = [i for i in stages(text)[0].all("RUN") if "--mount=type=secret,id=extra_ca" in i.raw]
+    if not any("PIP_CERT" in i.raw for i in runs):
+        problems.append("no RUN of the build stage mounts the secret extra_ca for pip (PIP_CERT)")
+    for instruction in instructions(text):
+        if instruction.keyword in {"ARG", "ENV", "COPY", "ADD"} and re.search(
+            r"PIP_CERT|extra_ca|\.pem\b|\.crt\b", instruction.raw, re.IGNORECASE
+        ):
+            problems.append(f"line {instruction.line}: {instruction.keyword} puts a CA in the image")
     return problems
 
 
@@ -158,6 +197,10 @@ def test_base_image() -> None:
     assert base_image_problems(DOCKERFILE) == []
 
 
+def test_an_extra_ca_is_a_build_secret() -> None:
+    assert secret_problems(DOCKERFILE) == []
+
+
 def test_user_is_numeric_and_not_root() -> None:
     assert user_problems(DOCKERFILE) == []
 
@@ -180,7 +223,7 @@ def test_settings_in_the_image() -> None:
     assert settings_problems(DOCKERFILE) == []
 
 
-MUTATIONS: list[tuple[str, Callable[[str], list[str]], str, str]] = [
+MUTATIONS: list[tuple[str, Callable[..., list[str]], str, str]] = [
     ("root user", user_problems, "USER 10001:10001", "USER root"),
     ("uid 0", user_problems, "USER 10001:10001", "USER 0:0"),
     ("no user", user_problems, "USER 10001:10001", ""),
@@ -189,13 +232,24 @@ MUTATIONS: list[tuple[str, Callable[[str], list[str]], str, str]] = [
     ("not a script", command_problems, 'ENTRYPOINT ["streamapp"]', 'ENTRYPOINT ["streamapp-worker"]'),
     ("not the worker", command_problems, 'CMD ["worker", "-l", "info"]', 'CMD ["produce"]'),
     ("bad option", command_problems, 'CMD ["worker", "-l", "info"]', 'CMD ["worker", "-l", "verbose"]'),
+    ("unnamed build stage", base_image_problems, "FROM ${BASE_IMAGE} AS build", "FROM ${BASE_IMAGE}"),
     (
-        "single stage",
+        "build off the base",
         base_image_problems,
-        "FROM python:${PYTHON_VERSION}-slim AS build",
-        "FROM scratch AS build",
+        "FROM ${BASE_IMAGE} AS build",
+        "FROM python:3.11-slim AS build",
     ),
+    ("runtime off the base", base_image_problems, "FROM ${BASE_IMAGE}\n", "FROM scratch\n"),
     ("other python", base_image_problems, "ARG PYTHON_VERSION=3.11", "ARG PYTHON_VERSION=3.10"),
+    (
+        "unofficial default",
+        base_image_problems,
+        "ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim",
+        "ARG BASE_IMAGE=localhost/streamapp-base:bookworm",
+    ),
+    ("CA copied", secret_problems, "RUN --mount=type=secret,id=extra_ca", "COPY ca.pem /tmp/\nRUN"),
+    ("CA as an ARG", secret_problems, "ENV PIP_NO_CACHE_DIR=1", "ARG PIP_CERT\nENV PIP_NO_CACHE_DIR=1"),
+    ("CA unused", secret_problems, "export PIP_CERT=/tmp/ca.pem", "true"),
     (
         "sources in runtime",
         base_image_problems,
