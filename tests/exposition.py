@@ -70,7 +70,8 @@ def worker_exposition() -> str:
     """`/metrics` of a worker with no partition yet, from the worker's own registry (Faust's
     sensors, the process, streamapp's models), without Kafka."""
     app = faust.App("exposition", broker="kafka://127.0.0.1:1")
-    return generate_latest(serve_metrics(app, FakeProcessor(), lambda partition: None)).decode()
+    registry = serve_metrics(app, FakeProcessor(), lambda partition: None)  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
 
 
 def query_series(expr: str) -> set[str]:
