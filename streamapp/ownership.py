@@ -29,7 +29,9 @@ class Ownership:
     snapshot_seq: int = 0
     snapshot_offset: int = -1
     snapshot_bytes: int = 0
-    snapshot_at: float = 0.0  # wall clock of the last snapshot
+    snapshot_at: float = 0.0  # wall clock of the state the last written snapshot holds
+    #: wall clock of the last attempt, written or not: the next interval counts from it
+    snapshot_tried_at: float = 0.0
     snapshot_errors: int = 0
     events_since_snapshot: int = 0
     snapshot_now: bool = False  # the models changed (a rollback): snapshot at once
@@ -49,7 +51,7 @@ class Ownership:
         if self.events_since_snapshot == 0:
             return False
         spread = snapshot_spread(partition, self.snapshot_seq)
-        since = self.snapshot_at or self.created
+        since = max(self.snapshot_tried_at, self.snapshot_at) or self.created
         return (
             self.events_since_snapshot >= round(every_events * spread)
             or now - since >= every_seconds * spread
@@ -59,14 +61,15 @@ class Ownership:
         """A snapshot of the state as it is now is being made; the interval restarts now."""
         self.snapshot_taking = self.events_since_snapshot
         self.snapshot_now = False
-        self.snapshot_at = now
+        self.snapshot_tried_at = now
 
     def snapshot_taken(self, offset: int, size: int) -> None:
         """The snapshot started last is written; the events applied since it started count
-        towards the next."""
+        towards the next. Its age counts from when it started: the state it holds is of then."""
         self.snapshot_seq += 1
         self.snapshot_offset = offset
         self.snapshot_bytes = size
+        self.snapshot_at = self.snapshot_tried_at
         self.events_since_snapshot -= self.snapshot_taking or 0
         self.snapshot_taking = None
 

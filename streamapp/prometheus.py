@@ -69,8 +69,8 @@ GAUGES: tuple[tuple[str, str, Callable[[PartitionState], float]], ...] = (
     ("streamapp_snapshot_size_bytes", "Size of the latest snapshot.", lambda s: s.runtime.snapshot_bytes),
     (
         "streamapp_events_since_snapshot",
-        "Events applied since the latest snapshot: what a crash would replay.",
-        lambda s: s.runtime.events_since_snapshot,
+        "Records applied since the latest written snapshot: what a crash would replay.",
+        lambda s: s.offset - s.runtime.snapshot_offset,
     ),
 )  # fmt: skip
 

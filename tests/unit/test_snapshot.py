@@ -95,6 +95,24 @@ def test_snapshot_schedule_by_count_and_by_age() -> None:
     assert state.runtime.snapshot_due(state.partition, every_events=3, every_seconds=60, now=1001.0)
 
 
+def test_a_failed_snapshot_waits_an_interval_but_leaves_the_last_written_one_as_it_was() -> None:
+    """The age of the last written snapshot, and what a crash replays, must not look fresh
+    after an attempt that failed: that is when an operator needs them (StreamappSnapshotOverdue)."""
+    runtime = PartitionState(0, models.resolve("hoeffding_tree"), PartitionConfig(pending_max=0)).runtime
+    runtime.snapshot_started(now=1000.0)
+    runtime.snapshot_taken(offset=9, size=10)
+    runtime.events_since_snapshot += 5
+    runtime.snapshot_started(now=1100.0)
+    runtime.snapshot_failed()
+    assert (runtime.snapshot_at, runtime.snapshot_offset, runtime.snapshot_errors) == (1000.0, 9, 1)
+    runtime.events_since_snapshot += 5
+    assert not runtime.snapshot_due(0, every_events=1000, every_seconds=60, now=1100.0 + 44)
+    assert runtime.snapshot_due(0, every_events=1000, every_seconds=60, now=1100.0 + 76)
+    runtime.snapshot_started(now=1200.0)
+    runtime.snapshot_taken(offset=19, size=10)
+    assert (runtime.snapshot_at, runtime.snapshot_offset) == (1200.0, 19)
+
+
 def test_snapshot_intervals_are_spread_over_partitions_and_snapshots() -> None:
     """Partitions fed at one rate must not all snapshot in the same fetched batch."""
     factors = [snapshot_spread(p, seq) for p in range(64) for seq in range(20)]
