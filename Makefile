@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sy
 WORKERS ?= 1
 FORMAT ?= json
 
-.PHONY: run test test-other install browser containers kafka-up kafka-down lint bench clean
+.PHONY: run test test-other install browser containers prometheus kafka-up kafka-down lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), sys.version' || \
@@ -36,6 +36,10 @@ browser:
 containers:
 	@tools/install_containers.sh
 
+# Debian's prometheus (promtool and the server) for the alert rules' tests; they skip without it.
+prometheus:
+	@tools/install_prometheus.sh
+
 kafka-up:
 	@tools/kafka/kafka.sh up
 
@@ -45,7 +49,7 @@ kafka-down:
 run: install
 	@WORKERS=$(WORKERS) FORMAT=$(FORMAT) $(BIN)/python tools/run_demo.py
 
-test: install browser containers
+test: install browser containers prometheus
 	@tools/with_kafka.sh $(BIN)/python -m pytest
 
 # The unit tests on the other supported interpreter (3.11 when the default is 3.13), in .venv-other.

@@ -40,7 +40,7 @@ SCHEMAS = Path(__file__).resolve().parent / "crd_schemas"
 # An old release still common (the StatefulSet's persistentVolumeClaimRetentionPolicy and the
 # PDB's unhealthyPodEvictionPolicy are on by default from 1.27), one in between, the newest.
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0", "1.37.0")
-COMPONENTS = ("keda", "strimzi-topic", "strimzi-users", "podmonitor", "kafka-ca")
+COMPONENTS = ("keda", "strimzi-topic", "strimzi-users", "podmonitor", "kafka-ca", "grafana", "alerts")
 # Objects the manifests reference but the operator creates: the CA (k8s/components/kafka-ca)
 # and the signing key and web tokens (k8s/README.md "Secrets": never generated from git).
 EXTERNAL_SECRETS = {"kafka-cluster-ca-cert", "streamapp-secrets"}
@@ -843,6 +843,8 @@ def test_every_variant_renders_what_it_should(rendered: dict[str, Docs]) -> None
     assert kinds["strimzi-topic"] == sorted([*base, "KafkaTopic"])
     assert kinds["podmonitor"] == sorted([*base, "PodMonitor"])
     assert kinds["kafka-ca"] == base
+    assert kinds["grafana"] == base  # and a second ConfigMap, the dashboard (tests/deploy/test_grafana.py)
+    assert kinds["alerts"] == sorted([*base, "PrometheusRule"])  # tests/deploy/test_alerts.py
     assert len(of_kind(rendered["base"], "Service")) == 2
     assert len(of_kind(rendered["strimzi-topic"], "KafkaTopic")) == 3
     assert kinds["strimzi-users"] == sorted([*base, "KafkaUser"])
