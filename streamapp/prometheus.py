@@ -89,8 +89,14 @@ class ModelCollector(Collector):
         self.served = served
 
     def collect(self) -> Iterator[Metric]:
-        now = time.time()
         states = sorted(self.processor.states.items())
+        yield from self._states(states)
+        yield from self._models(states, time.time())
+        yield from self._worker()
+        yield from self._timings()
+
+    def _states(self, states: list[tuple[int, PartitionState]]) -> Iterator[Metric]:
+        """COUNTERS and GAUGES: one number of each partition's state."""
         for name, doc, value in COUNTERS:
             counter = CounterMetricFamily(name, doc, labels=["partition"])
             for partition, state in states:
@@ -101,6 +107,9 @@ class ModelCollector(Collector):
             for partition, state in states:
                 gauge.add_metric([str(partition)], value(state))
             yield gauge
+
+    def _models(self, states: list[tuple[int, PartitionState]], now: float) -> Iterator[Metric]:
+        """Snapshot age and lag where known, and every model's metrics."""
         age = GaugeMetricFamily(
             "streamapp_snapshot_age_seconds", "Seconds since the latest snapshot.", labels=["partition"]
         )
@@ -132,6 +141,9 @@ class ModelCollector(Collector):
                     for key, ahead in contender.metrics.lead_over(state.champion.metrics).items():
                         lead.add_metric([str(partition), contender.name, key], ahead)
         yield from (age, lag, metric, lead)
+
+    def _worker(self) -> Iterator[Metric]:
+        """What this worker holds and is set to, and its snapshots refused and children forked."""
         served = GaugeMetricFamily(
             "streamapp_partition_served",
             "1 for each events partition this worker holds as active (assigned, restoring or learning): "
@@ -167,6 +179,9 @@ class ModelCollector(Collector):
             "Children forked to pickle a snapshot since this worker started (STREAMAPP_SNAPSHOT_IN).",
             value=self.processor.writer.forks,
         )
+
+    def _timings(self) -> Iterator[Metric]:
+        """Predictions, anomaly alerts and the latency histograms of each partition."""
         predictions = CounterMetricFamily(
             "streamapp_predictions",
             "Predictions emitted since this worker took the partition.",

@@ -117,226 +117,251 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def groups(p: Parameters) -> list[tuple[str, list[Alert]]]:
-    """Every alert, by rule group. $value in a description is the expression's value."""
+class Catalogue:
+    """The alerts of one set of parameters: the selectors and phrases they share, then one
+    method per rule group."""
 
-    def sel(series: str, /, **matchers: str) -> str:
+    def __init__(self, p: Parameters) -> None:
+        self.p = p
+        self.g = p.group_by
+        self.where = " ".join(f"{{{{ $labels.{label.strip()} }}}}" for label in self.g.split(","))
+        self.part = f"partition {{{{ $labels.partition }}}} of {self.where}"
+
+    def sel(self, series: str, /, **matchers: str) -> str:
         """The series of streamapp's jobs, with more label matchers."""
-        found = [p.job_selector] if p.job_selector else []
+        found = [self.p.job_selector] if self.p.job_selector else []
         found += [f'{k}="{v}"' for k, v in matchers.items()]
         return f"{series}{{{', '.join(found)}}}" if found else series
 
-    g = p.group_by
-    where = " ".join(f"{{{{ $labels.{label.strip()} }}}}" for label in g.split(","))
-    part = f"partition {{{{ $labels.partition }}}} of {where}"
-
-    def counter_alert(metric: str, window: str, above: float) -> str:
+    def counter_alert(self, metric: str, window: str, above: float) -> str:
         """Increase of a per-partition counter, summed over the workers: a partition that moves
         to another worker continues its counter there, and increase() skips the first sample."""
-        return f"sum by ({g}, partition) (increase({sel(metric)}[{window}])) > {_number(above)}"
+        return f"sum by ({self.g}, partition) (increase({self.sel(metric)}[{window}])) > {_number(above)}"
 
-    learned_enough = (
-        f"max by ({g}, partition) ({sel('streamapp_events_learned_total')}) >= {p.min_events_learned}"
-    )
-    availability = [
-        Alert(
-            "StreamappWorkerDown",
-            "critical",
-            f"{sel('up')} == 0",
-            "streamapp worker {{ $labels.instance }} is down",
-            f"Prometheus has not scraped {{{{ $labels.instance }}}} ({where}) for {p.worker_down_for}: "
-            "the worker is dead, hung or unreachable. The other workers take its partitions after "
-            "the consumer session timeout; with none left they are not served.",
-            p.worker_down_for,
-        ),
-        Alert(
-            "StreamappNoWorkers",
-            "critical",
-            f"absent({sel('up')} == 1)",
-            "No streamapp worker is up",
-            f"No target matching {{{p.job_selector}}} has answered Prometheus for {p.no_workers_for}: "
-            "no partition is learned and no prediction is made, or Prometheus lost the workers.",
-            p.no_workers_for,
-        ),
-        Alert(
-            "StreamappPartitionUnserved",
-            "critical",
-            # Partitions of the topic minus the distinct partitions some worker serves; `or ... * 0`
-            # makes "none served" a 0 rather than no series at all.
-            f"max by ({g}) ({sel('streamapp_events_topic_partitions')})\n"
-            "- (\n"
-            f"  count by ({g}) (count by ({g}, partition) ({sel('streamapp_partition_served')}))\n"
-            f"  or max by ({g}) ({sel('streamapp_events_topic_partitions')}) * 0\n"
-            ")\n"
-            "> 0",
-            f"{{{{ $value }}}} partitions of {where} are served by no worker",
-            f"{{{{ $value }}}} partitions of the events topic of {where} have had no worker for "
-            f"{p.partition_unserved_for}, longer than a rebalance: their events are neither learned "
-            "nor scored. Too few workers run, or one cannot take its assignment (restoring, crashing).",
-            p.partition_unserved_for,
-        ),
-    ]
-    lag = sel("streamapp_consumer_lag_events")
-    latency = sel("streamapp_end_to_end_latency_seconds_bucket")
-    processing = [
-        Alert(
-            "StreamappConsumerLagGrowing",
-            "warning",
-            f"max by ({g}, partition) ({lag}) > {p.lag_events}\n"
-            "and\n"
-            f"max by ({g}, partition) (deriv({lag}[{p.lag_trend_window}])) > 0",
-            f"Partition {{{{ $labels.partition }}}} of {where} falls behind",
-            f"The {part} lags {{{{ $value | humanize }}}} events (threshold {p.lag_events}) and its lag "
-            f"still grew over the last {p.lag_trend_window}: its worker does not keep up. Add "
-            "workers (up to the partitions) or use a cheaper model.",
-            p.lag_for,
-        ),
-        Alert(
-            "StreamappEndToEndLatencyHigh",
-            "warning",
-            "histogram_quantile(\n"
-            "  0.99,\n"
-            f"  sum by ({g}, le) (rate({latency}[{p.latency_window}]))\n"
-            f") > {_number(p.latency_p99_seconds)}",
-            f"p99 end-to-end latency of {where} is high",
-            "The 99th percentile from an event's Kafka timestamp to its prediction is "
-            f"{{{{ $value | humanizeDuration }}}} over the last {p.latency_window} "
-            f"(threshold {_number(p.latency_p99_seconds)}s): workers fall behind, pause (rebalances, "
-            "recoveries) or producers stamp events late.",
-            p.latency_for,
-        ),
-        Alert(
-            "StreamappDeadLetterRateHigh",
-            "warning",
-            f"sum by ({g}) (rate({sel('streamapp_deadletters_total')}[{p.deadletter_window}]))\n"
-            f"  / sum by ({g}) (rate({sel('streamapp_events_total')}[{p.deadletter_window}]))\n"
-            f"  > {_number(p.deadletter_ratio)}\n"
-            "and\n"
-            f"sum by ({g}) (rate({sel('streamapp_events_total')}[{p.deadletter_window}])) > 0",
-            f"Many events of {where} go to the dead-letter topic",
-            f"{{{{ $value | humanizePercentage }}}} of the events of the last {p.deadletter_window} "
-            f"were dead-lettered (threshold {_number(p.deadletter_ratio)}): a producer writes what the "
-            "partitions cannot learn. Read streamapp.error.reason on the dead-letter topic.",
-            p.deadletter_for,
-        ),
-        Alert(
-            "StreamappRetentionLoss",
-            "critical",
-            counter_alert("streamapp_events_lost_to_retention_total", p.retention_loss_window, 0),
-            f"Events of {part} were deleted before they were learned",
-            f"Retention deleted {{{{ $value | humanize }}}} events of the {part} in the last "
-            f"{p.retention_loss_window} before its model learned them: the model is no longer "
-            "exact (RETENTION LOSS in the log). Lengthen the events topic's retention.",
-        ),
-        Alert(
-            "StreamappGapsRepeated",
-            "warning",
-            counter_alert("streamapp_gaps_total", p.gaps_window, p.gaps_max),
-            f"Repeated gaps in {part}",
-            f"The {part} fetched {{{{ $value | humanize }}}} out-of-order offsets again in the last "
-            f"{p.gaps_window} (threshold {p.gaps_max}): beyond the few a rebalance causes, the source "
-            "topic is compacted or transactional (GAP: in the log).",
-        ),
-    ]
-    snapshots = [
-        Alert(
-            "StreamappSnapshotOverdue",
-            "warning",
-            # An idle partition is not snapshotted by design, and one that stopped receiving keeps
-            # its records since the snapshot (offset - snapshot offset): only a partition whose
-            # count still moves, one that learns, is overdue.
-            f"{sel('streamapp_snapshot_age_seconds')}\n"
-            "  > ignoring (partition) group_left ()\n"
-            f"  ({_number(p.snapshot_overdue_factor)} * {sel('streamapp_snapshot_interval_seconds')})\n"
-            "and\n"
-            f"changes({sel('streamapp_events_since_snapshot')}[{p.learning_window}]) > 0",
-            f"Snapshots of {part} are overdue",
-            f"The {part} on {{{{ $labels.instance }}}} has no snapshot written for "
-            f"{{{{ $value | humanizeDuration }}}}, over {_number(p.snapshot_overdue_factor)} x "
-            "STREAMAPP_SNAPSHOT_EVERY_SECONDS, while it learns events: a crash replays more and more. "
-            "A snapshot child may hang, or snapshots fail (StreamappSnapshotNotWritten).",
-            p.snapshot_overdue_for,
-        ),
-        Alert(
-            "StreamappSnapshotNotWritten",
-            "warning",
-            counter_alert("streamapp_snapshot_errors_total", p.snapshot_errors_window, 0),
-            f"Snapshots of {part} fail",
-            f"{{{{ $value | humanize }}}} snapshots of the {part} could not be written in the last "
-            f"{p.snapshot_errors_window} (SNAPSHOT NOT WRITTEN in the log): a state over "
-            "STREAMAPP_MAX_SNAPSHOT_BYTES, or Kafka refusing it. Recovery replays more and more.",
-        ),
-        Alert(
-            "StreamappSnapshotRefused",
-            "critical",
-            # The counter appears at the first refusal, already at 1, where increase() sees nothing:
-            # a series that did not exist a window ago counts too.
-            counter_alert("streamapp_snapshots_refused_total", p.refused_window, 0) + "\nor\n"
-            f"sum by ({g}, partition) (\n"
-            f"  {sel('streamapp_snapshots_refused_total')}\n"
-            f"  unless {sel('streamapp_snapshots_refused_total')} offset {p.refused_window}\n"
-            ")",
-            f"A worker refused snapshots of {part}",
-            f"{{{{ $value | humanize }}}} snapshots of the {part} were refused in the last "
-            f"{p.refused_window} (unsigned, forged, another partition's, a forbidden global; "
-            "SNAPSHOT REFUSED in the log): someone wrote the changelog topic, or a signing key was "
-            "removed too early. Treat it as a security incident.",
-        ),
-    ]
-    metric = p.champion_metric
-    models = [
-        Alert(
-            "StreamappDriftDetected",
-            "info",
-            counter_alert("streamapp_drifts_total", p.drift_window, 0),
-            f"Drift in {part}",
-            f"ADWIN detected {{{{ $value | humanize }}}} drifts of the champion's error on the {part} "
-            f"in the last {p.drift_window}: the data changed; the model adapts by itself.",
-        ),
-        Alert(
-            "StreamappChampionMetricLow",
-            "warning",
-            f"min by ({g}, partition, model) (\n"
-            f"  {sel('streamapp_model_metric', role='champion', metric=metric)}\n"
-            f") < {_number(p.champion_floor)}\n"
-            f"and on ({g}, partition)\n"
-            f"{learned_enough}",
-            f"The champion of {part} scores low",
-            f"The champion {{{{ $labels.model }}}} of the {part} has {metric} "
-            f'{{{{ printf "%.3f" $value }}}}, below {_number(p.champion_floor)}, after at least '
-            f"{p.min_events_learned} labelled events. Promote a better challenger or roll back. "
-            f"The rule suits a metric where higher is better: for one where lower is better (MAE, "
-            "log loss) set champion_metric to another metric.",
-            p.champion_for,
-        ),
-        Alert(
-            "StreamappChallengerAhead",
-            "info",
-            f"max by ({g}, partition, model) ({sel('streamapp_challenger_lead', metric=metric)})"
-            f" > {_number(p.challenger_margin)}\n"
-            f"and on ({g}, partition)\n"
-            f"{learned_enough}",
-            f"A challenger of {part} beats the champion",
-            f"The challenger {{{{ $labels.model }}}} of the {part} has been ahead of the champion by "
-            f'{{{{ printf "%.3f" $value }}}} {metric} (margin {_number(p.challenger_margin)}) for '
-            f"{p.challenger_for}: consider promoting it (POST /models/<partition>/promote).",
-            p.challenger_for,
-        ),
-        Alert(
-            "StreamappRollback",
-            "warning",
-            counter_alert("streamapp_rollbacks_total", p.rollback_window, 0),
-            f"The {part} was rolled back",
-            f"The models of the {part} were rolled back {{{{ $value | humanize }}}} times to a kept "
-            f"snapshot in the last {p.rollback_window}, through POST /models/<partition>/rollback "
-            "(the only way); see the partition's audit trail in /models/<partition>.",
-        ),
-    ]
+    def learned_enough(self) -> str:
+        """Partitions that learned enough labels for their metrics to be judged."""
+        learned = self.sel("streamapp_events_learned_total")
+        return f"max by ({self.g}, partition) ({learned}) >= {self.p.min_events_learned}"
+
+    def availability(self) -> list[Alert]:
+        """Workers and partitions: is every partition served?"""
+        p, g, where, sel = self.p, self.g, self.where, self.sel
+        return [
+            Alert(
+                "StreamappWorkerDown",
+                "critical",
+                f"{sel('up')} == 0",
+                "streamapp worker {{ $labels.instance }} is down",
+                f"Prometheus has not scraped {{{{ $labels.instance }}}} ({where}) for {p.worker_down_for}: "
+                "the worker is dead, hung or unreachable. The other workers take its partitions after "
+                "the consumer session timeout; with none left they are not served.",
+                p.worker_down_for,
+            ),
+            Alert(
+                "StreamappNoWorkers",
+                "critical",
+                f"absent({sel('up')} == 1)",
+                "No streamapp worker is up",
+                f"No target matching {{{p.job_selector}}} has answered Prometheus for {p.no_workers_for}: "
+                "no partition is learned and no prediction is made, or Prometheus lost the workers.",
+                p.no_workers_for,
+            ),
+            Alert(
+                "StreamappPartitionUnserved",
+                "critical",
+                # Partitions of the topic minus the distinct partitions some worker serves; `or ... * 0`
+                # makes "none served" a 0 rather than no series at all.
+                f"max by ({g}) ({sel('streamapp_events_topic_partitions')})\n"
+                "- (\n"
+                f"  count by ({g}) (count by ({g}, partition) ({sel('streamapp_partition_served')}))\n"
+                f"  or max by ({g}) ({sel('streamapp_events_topic_partitions')}) * 0\n"
+                ")\n"
+                "> 0",
+                f"{{{{ $value }}}} partitions of {where} are served by no worker",
+                f"{{{{ $value }}}} partitions of the events topic of {where} have had no worker for "
+                f"{p.partition_unserved_for}, longer than a rebalance: their events are neither learned "
+                "nor scored. Too few workers run, or one cannot take its assignment (restoring, crashing).",
+                p.partition_unserved_for,
+            ),
+        ]
+
+    def processing(self) -> list[Alert]:
+        """Events: behind, late, refused, lost or out of order."""
+        p, g, where, part, sel = self.p, self.g, self.where, self.part, self.sel
+        lag = sel("streamapp_consumer_lag_events")
+        latency = sel("streamapp_end_to_end_latency_seconds_bucket")
+        return [
+            Alert(
+                "StreamappConsumerLagGrowing",
+                "warning",
+                f"max by ({g}, partition) ({lag}) > {p.lag_events}\n"
+                "and\n"
+                f"max by ({g}, partition) (deriv({lag}[{p.lag_trend_window}])) > 0",
+                f"Partition {{{{ $labels.partition }}}} of {where} falls behind",
+                f"The {part} lags {{{{ $value | humanize }}}} events (threshold {p.lag_events}) and its lag "
+                f"still grew over the last {p.lag_trend_window}: its worker does not keep up. Add "
+                "workers (up to the partitions) or use a cheaper model.",
+                p.lag_for,
+            ),
+            Alert(
+                "StreamappEndToEndLatencyHigh",
+                "warning",
+                "histogram_quantile(\n"
+                "  0.99,\n"
+                f"  sum by ({g}, le) (rate({latency}[{p.latency_window}]))\n"
+                f") > {_number(p.latency_p99_seconds)}",
+                f"p99 end-to-end latency of {where} is high",
+                "The 99th percentile from an event's Kafka timestamp to its prediction is "
+                f"{{{{ $value | humanizeDuration }}}} over the last {p.latency_window} "
+                f"(threshold {_number(p.latency_p99_seconds)}s): workers fall behind, pause (rebalances, "
+                "recoveries) or producers stamp events late.",
+                p.latency_for,
+            ),
+            Alert(
+                "StreamappDeadLetterRateHigh",
+                "warning",
+                f"sum by ({g}) (rate({sel('streamapp_deadletters_total')}[{p.deadletter_window}]))\n"
+                f"  / sum by ({g}) (rate({sel('streamapp_events_total')}[{p.deadletter_window}]))\n"
+                f"  > {_number(p.deadletter_ratio)}\n"
+                "and\n"
+                f"sum by ({g}) (rate({sel('streamapp_events_total')}[{p.deadletter_window}])) > 0",
+                f"Many events of {where} go to the dead-letter topic",
+                f"{{{{ $value | humanizePercentage }}}} of the events of the last {p.deadletter_window} "
+                f"were dead-lettered (threshold {_number(p.deadletter_ratio)}): a producer writes what the "
+                "partitions cannot learn. Read streamapp.error.reason on the dead-letter topic.",
+                p.deadletter_for,
+            ),
+            Alert(
+                "StreamappRetentionLoss",
+                "critical",
+                self.counter_alert("streamapp_events_lost_to_retention_total", p.retention_loss_window, 0),
+                f"Events of {part} were deleted before they were learned",
+                f"Retention deleted {{{{ $value | humanize }}}} events of the {part} in the last "
+                f"{p.retention_loss_window} before its model learned them: the model is no longer "
+                "exact (RETENTION LOSS in the log). Lengthen the events topic's retention.",
+            ),
+            Alert(
+                "StreamappGapsRepeated",
+                "warning",
+                self.counter_alert("streamapp_gaps_total", p.gaps_window, p.gaps_max),
+                f"Repeated gaps in {part}",
+                f"The {part} fetched {{{{ $value | humanize }}}} out-of-order offsets again in the last "
+                f"{p.gaps_window} (threshold {p.gaps_max}): beyond the few a rebalance causes, the source "
+                "topic is compacted or transactional (GAP: in the log).",
+            ),
+        ]
+
+    def snapshots(self) -> list[Alert]:
+        """Snapshots: overdue, failing, refused."""
+        p, g, part, sel = self.p, self.g, self.part, self.sel
+        return [
+            Alert(
+                "StreamappSnapshotOverdue",
+                "warning",
+                # An idle partition is not snapshotted by design, and one that stopped receiving keeps
+                # its records since the snapshot (offset - snapshot offset): only a partition whose
+                # count still moves, one that learns, is overdue.
+                f"{sel('streamapp_snapshot_age_seconds')}\n"
+                "  > ignoring (partition) group_left ()\n"
+                f"  ({_number(p.snapshot_overdue_factor)} * {sel('streamapp_snapshot_interval_seconds')})\n"
+                "and\n"
+                f"changes({sel('streamapp_events_since_snapshot')}[{p.learning_window}]) > 0",
+                f"Snapshots of {part} are overdue",
+                f"The {part} on {{{{ $labels.instance }}}} has no snapshot written for "
+                f"{{{{ $value | humanizeDuration }}}}, over {_number(p.snapshot_overdue_factor)} x "
+                "STREAMAPP_SNAPSHOT_EVERY_SECONDS, while it learns events: a crash replays more and more. "
+                "A snapshot child may hang, or snapshots fail (StreamappSnapshotNotWritten).",
+                p.snapshot_overdue_for,
+            ),
+            Alert(
+                "StreamappSnapshotNotWritten",
+                "warning",
+                self.counter_alert("streamapp_snapshot_errors_total", p.snapshot_errors_window, 0),
+                f"Snapshots of {part} fail",
+                f"{{{{ $value | humanize }}}} snapshots of the {part} could not be written in the last "
+                f"{p.snapshot_errors_window} (SNAPSHOT NOT WRITTEN in the log): a state over "
+                "STREAMAPP_MAX_SNAPSHOT_BYTES, or Kafka refusing it. Recovery replays more and more.",
+            ),
+            Alert(
+                "StreamappSnapshotRefused",
+                "critical",
+                # The counter appears at the first refusal, already at 1, where increase() sees nothing:
+                # a series that did not exist a window ago counts too.
+                self.counter_alert("streamapp_snapshots_refused_total", p.refused_window, 0) + "\nor\n"
+                f"sum by ({g}, partition) (\n"
+                f"  {sel('streamapp_snapshots_refused_total')}\n"
+                f"  unless {sel('streamapp_snapshots_refused_total')} offset {p.refused_window}\n"
+                ")",
+                f"A worker refused snapshots of {part}",
+                f"{{{{ $value | humanize }}}} snapshots of the {part} were refused in the last "
+                f"{p.refused_window} (unsigned, forged, another partition's, a forbidden global; "
+                "SNAPSHOT REFUSED in the log): someone wrote the changelog topic, or a signing key was "
+                "removed too early. Treat it as a security incident.",
+            ),
+        ]
+
+    def models(self) -> list[Alert]:
+        """Models: drift, a weak champion, a better challenger, rollbacks."""
+        p, g, part, sel = self.p, self.g, self.part, self.sel
+        metric = p.champion_metric
+        return [
+            Alert(
+                "StreamappDriftDetected",
+                "info",
+                self.counter_alert("streamapp_drifts_total", p.drift_window, 0),
+                f"Drift in {part}",
+                f"ADWIN detected {{{{ $value | humanize }}}} drifts of the champion's error on the {part} "
+                f"in the last {p.drift_window}: the data changed; the model adapts by itself.",
+            ),
+            Alert(
+                "StreamappChampionMetricLow",
+                "warning",
+                f"min by ({g}, partition, model) (\n"
+                f"  {sel('streamapp_model_metric', role='champion', metric=metric)}\n"
+                f") < {_number(p.champion_floor)}\n"
+                f"and on ({g}, partition)\n"
+                f"{self.learned_enough()}",
+                f"The champion of {part} scores low",
+                f"The champion {{{{ $labels.model }}}} of the {part} has {metric} "
+                f'{{{{ printf "%.3f" $value }}}}, below {_number(p.champion_floor)}, after at least '
+                f"{p.min_events_learned} labelled events. Promote a better challenger or roll back. "
+                f"The rule suits a metric where higher is better: for one where lower is better (MAE, "
+                "log loss) set champion_metric to another metric.",
+                p.champion_for,
+            ),
+            Alert(
+                "StreamappChallengerAhead",
+                "info",
+                f"max by ({g}, partition, model) ({sel('streamapp_challenger_lead', metric=metric)})"
+                f" > {_number(p.challenger_margin)}\n"
+                f"and on ({g}, partition)\n"
+                f"{self.learned_enough()}",
+                f"A challenger of {part} beats the champion",
+                f"The challenger {{{{ $labels.model }}}} of the {part} has been ahead of the champion by "
+                f'{{{{ printf "%.3f" $value }}}} {metric} (margin {_number(p.challenger_margin)}) for '
+                f"{p.challenger_for}: consider promoting it (POST /models/<partition>/promote).",
+                p.challenger_for,
+            ),
+            Alert(
+                "StreamappRollback",
+                "warning",
+                self.counter_alert("streamapp_rollbacks_total", p.rollback_window, 0),
+                f"The {part} was rolled back",
+                f"The models of the {part} were rolled back {{{{ $value | humanize }}}} times to a kept "
+                f"snapshot in the last {p.rollback_window}, through POST /models/<partition>/rollback "
+                "(the only way); see the partition's audit trail in /models/<partition>.",
+            ),
+        ]
+
+
+def groups(p: Parameters) -> list[tuple[str, list[Alert]]]:
+    """Every alert, by rule group. $value in a description is the expression's value."""
+    alerts = Catalogue(p)
     return [
-        ("streamapp-availability", availability),
-        ("streamapp-processing", processing),
-        ("streamapp-snapshots", snapshots),
-        ("streamapp-models", models),
+        ("streamapp-availability", alerts.availability()),
+        ("streamapp-processing", alerts.processing()),
+        ("streamapp-snapshots", alerts.snapshots()),
+        ("streamapp-models", alerts.models()),
     ]
 
 
