@@ -59,6 +59,7 @@ UID = "streamapp-oncall"  # stable: links and the sidecar's updates find the sam
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOB = 'job="$job"'
 PARTITIONS = f'{JOB}, partition=~"$partition"'
+METRIC = 'metric="$metric"'  # one prequential metric at a time: log loss falls as ROCAUC rises
 RATE = "[$__rate_interval]"
 RANGE = "[$__range]"
 
@@ -167,7 +168,8 @@ def single(
 
 def in_range(title: str, counter: str, description: str) -> stat.Panel:
     """A rare event's count over the dashboard's time range: anything above 0 is red."""
-    expr = f"sum(increase({per_partition(counter)}{RANGE})) or vector(0)"
+    # increase() extrapolates to the range's ends (1 drift reads 1.02): counts are whole.
+    expr = f"round(sum(increase({per_partition(counter)}{RANGE}))) or vector(0)"
     return single(title, "short", description, query(expr, title), steps=OK_UNLESS_ANY)
 
 
@@ -175,12 +177,13 @@ def overview() -> list[PanelBuilder]:
     served = f"sum(streamapp_partition_served{{{JOB}}}) or vector(0)"
     return [
         single(
-            "Workers up",
+            "Workers down",
             "none",
-            "Workers whose /metrics Prometheus scraped at the last scrape. Below the StatefulSet's "
-            "replicas: a worker is down, restarting or unreachable (NetworkPolicy, PodMonitor).",
-            query(f"sum(up{{{JOB}}})", "up"),
-            steps=thresholds((None, "red"), (1, "green")),
+            "Scraped workers whose /metrics did not answer at the last scrape (targets minus up). "
+            "Above 0: a worker is down, restarting or unreachable (NetworkPolicy, PodMonitor). A "
+            "worker Prometheus does not find at all is not counted: see Workers up vs. targets.",
+            query(f"count(up{{{JOB}}}) - sum(up{{{JOB}}})", "down"),
+            steps=OK_UNLESS_ANY,
         ),
         single(
             "Partitions unserved",
@@ -254,18 +257,14 @@ def cluster() -> list[PanelBuilder]:
             query(f"sum by (instance) (streamapp_partition_served{{{JOB}}})", "{{instance}}"),
         ),
         graph(
-            "Rebalances in progress",
-            "none",
-            "Faust's rebalances under way (and those recovering tables) per worker, the highest in "
-            "each interval. Stuck at 1: a worker cannot finish a rebalance or a recovery; frequent "
-            "blips: the group's membership flaps (crash loops, missed heartbeats).",
+            "Rebalances completed",
+            "short",
+            "Rebalances each worker finished per interval (Faust's in-progress gauge lasts seconds, "
+            "too short for a scrape to see). A few around a deploy or a crash are normal; a steady "
+            "stream: the group's membership flaps (crash loops, missed heartbeats).",
             query(
-                f"max by (instance) (max_over_time(faust_total_rebalances{{{JOB}}}{RATE}))",
+                f"sum by (instance) (increase(faust_rebalance_done_latency_count{{{JOB}}}{RATE}))",
                 "{{instance}}",
-            ),
-            query(
-                f"max by (instance) (max_over_time(faust_total_rebalances_recovering{{{JOB}}}{RATE}))",
-                "{{instance}} recovering",
             ),
         ),
     ]
@@ -424,16 +423,17 @@ def snapshots() -> list[PanelBuilder]:
 
 def models() -> list[PanelBuilder]:
     def metric(role: str) -> str:
-        selector = per_partition("streamapp_model_metric", f', role="{role}"')
-        return f"max by (partition, model, metric) ({selector})"
+        selector = per_partition("streamapp_model_metric", f', role="{role}", {METRIC}')
+        return f"max by (partition, model) ({selector})"
 
-    legend = "{{partition}} {{model}} {{metric}}"
+    legend = "{{partition}} {{model}}"
     return [
         graph(
             "Champion metric per partition",
             "none",
-            "Prequential metric of each partition's champion (the model whose predictions are "
-            "emitted). A fall (or a rise of an error metric): the data drifted or the model broke.",
+            "The chosen prequential metric ($metric) of each partition's champion (the model whose "
+            "predictions are emitted). A fall (or a rise of an error metric such as log loss): the "
+            "data drifted or the model broke.",
             query(metric("champion"), legend),
             floor=None,
         ),
@@ -451,7 +451,7 @@ def models() -> list[PanelBuilder]:
             "A challenger's metric minus the champion's, positive when the challenger is better. "
             "Positive for long: promote it (POST /models/<p>/promote) or set STREAMAPP_PROMOTE_AFTER.",
             query(
-                f"max by (partition, model, metric) ({per_partition('streamapp_challenger_lead')})",
+                f"max by (partition, model) ({per_partition('streamapp_challenger_lead', f', {METRIC}')})",
                 legend,
             ),
             floor=None,  # negative: the champion leads
@@ -471,8 +471,8 @@ def deployments() -> list[PanelBuilder]:
             "during an upgrade. Switch only when green's is as good as blue's; once green has "
             "caught up on every event, an unchanged model gives equal values.",
             query(
-                f'avg by (job, metric) (streamapp_model_metric{{role="champion", {chosen}}})',
-                "{{job}} {{metric}}",
+                f'avg by (job) (streamapp_model_metric{{role="champion", {METRIC}, {chosen}}})',
+                "{{job}}",
             ),
             width=12,
             floor=None,
@@ -544,6 +544,12 @@ def variables() -> list[Builder[VariableModel]]:
         .multi(True)
         .include_all(True)
         .all_value(".*"),
+        QueryVariable("metric")
+        .label("Metric")
+        .datasource(DATASOURCE)
+        .query(f"label_values(streamapp_model_metric{{{JOB}}}, metric)")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC),
     ]
 
 

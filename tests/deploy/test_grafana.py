@@ -31,7 +31,7 @@ CONFIGMAP = "streamapp-grafana-dashboard"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # A value each variable can take, as Grafana puts it into a query: the dashboard's own (a
 # multi-value partition becomes a regex alternation) and the built-ins the queries may use.
-EXAMPLES = {"datasource": "prometheus", "job": "streamapp", "partition": "(0|3)"}
+EXAMPLES = {"datasource": "prometheus", "job": "streamapp", "partition": "(0|3)", "metric": "rocauc"}
 BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "3h"}
 # kubectl apply (client-side) keeps the whole object in an annotation of at most 256 KiB.
 MAX_BYTES = 256 * 1024
@@ -192,7 +192,8 @@ def test_every_query_selects_exported_series(dashboard: Dashboard, exported: set
 def test_the_structure(dashboard: Dashboard) -> None:
     assert structure_problems(dashboard) == []
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert list(variables) == ["datasource", "job", "partition"]
+    assert list(variables) == ["datasource", "job", "partition", "metric"]
+    assert not variables["metric"]["multi"], "one metric at a time: log loss falls as ROCAUC rises"
     assert (variables["datasource"]["type"], variables["datasource"]["query"]) == ("datasource", "prometheus")
     assert variables["partition"]["multi"] and variables["partition"]["includeAll"]
     assert dashboard["uid"] == generator().UID
