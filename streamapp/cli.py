@@ -25,7 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     produce = commands.add_parser("produce", help="stream a dataset into the events topic")
     produce.add_argument("--dataset", choices=sorted(datasets.DATASETS), default="card")
-    produce.add_argument("--rate", type=float, default=100.0, help="events/s; 0 = as fast as possible")
+    produce.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="messages/s (labels sent apart count); 0 = as fast as possible",
+    )
     produce.add_argument("--limit", type=int, default=None, help="stop after this many events")
     produce.add_argument("--seed", type=int, default=42)
     produce.add_argument(
