@@ -8,29 +8,18 @@ set -euo pipefail
 if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
     exit 0
 fi
-if [[ $(id -u) -eq 0 ]]; then
-    SUDO=""
-elif command -v sudo >/dev/null; then
-    SUDO="sudo"
-else
-    echo "prometheus: missing and this user cannot install it (not root, no sudo): the alert" \
-        "tests will skip; run 'apt-get install --no-install-recommends prometheus' as root" >&2
-    exit 0
-fi
+# shellcheck source=tools/apt.sh
+source "$(dirname "$0")/apt.sh"
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO="sudo"
 # invoke-rc.d asks /usr/sbin/policy-rc.d whether a package may start its service; 101 = no. An
 # existing policy (container images ship one that denies everything) is left as it is.
 POLICY=/usr/sbin/policy-rc.d
-if [[ ! -e $POLICY ]]; then
+if [[ ! -e $POLICY ]] && { [[ -z $SUDO ]] || command -v sudo >/dev/null; }; then
     $SUDO sh -c "printf '#!/bin/sh\nexit 101\n' > $POLICY && chmod 755 $POLICY"
     trap '$SUDO rm -f "$POLICY"' EXIT
 fi
-echo "installing Debian's prometheus (once) for the alert rules' tests..."
-if ! { $SUDO apt-get update -qq &&
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        prometheus >/dev/null; }; then
-    echo "prometheus: apt-get could not install it: the alert tests will skip" >&2
-    exit 0
-fi
+apt_install "the alert rules' tests (they skip without it)" prometheus || exit 0
 # The package enables its unit for the next boot: disable it (and stop it, had a permissive policy
 # let it start). Offline `systemctl disable` works without systemd running (a container).
 if [[ -d /run/systemd/system ]]; then
