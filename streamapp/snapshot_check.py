@@ -117,19 +117,28 @@ def kept_of(store: SnapshotStore, partition: int) -> tuple[Kept, ...]:
         if blob is None:
             continue
         try:
-            header = snapshot.read_header(blob)  # for the listing only: trusted once it loads
+            header, _ = store.load(partition, blob)
         except snapshot.SnapshotError as exc:
-            found.append(Kept(-1, -1, "?", f"unreadable: {exc}"))
+            found.append(claimed(blob, str(exc)))
             continue
-        refused: str | None = None
-        try:
-            store.load(partition, blob)
-        except snapshot.SnapshotError as exc:
-            refused = str(exc)
-        if refused is None and not configured & set(header.models):
-            refused = f"holds models {header.models}, none of them configured"
+        unused = None if configured & set(header.models) else "none of them configured"
+        refused = unused and f"holds models {header.models}, {unused}"
         found.append(Kept(header.seq, header.offset, header.river, refused))
     return tuple(sorted(found, key=lambda kept: -kept.seq))
+
+
+def claimed(blob: bytes, refused: str) -> Kept:
+    """A refused snapshot as its header claims to be, for the listing: anyone may have written
+    it, so a claim that is not a number reads as -1 (and sorts as the oldest)."""
+    try:
+        header = snapshot.read_header(blob)
+    except snapshot.SnapshotError:
+        return Kept(-1, -1, "?", refused)
+
+    def number(value: object) -> int:
+        return value if type(value) is int else -1
+
+    return Kept(number(header.seq), number(header.offset), str(header.river)[:40], refused)
 
 
 async def source_offsets(settings: Settings) -> dict[int, tuple[int, int]]:

@@ -3,7 +3,11 @@ worker of this version restores from each partition's kept snapshots, and the ve
 
 from __future__ import annotations
 
+import orjson
 import pytest
+import river
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streamapp import models, snapshot
 from streamapp.partition import PartitionConfig, PartitionState
@@ -80,3 +84,50 @@ def test_the_verdict_compares_where_the_replay_starts_with_where_the_log_starts(
     assert verdict.as_dict()["events_to_replay"] == 200 - replay_from
     if status == LOSES:
         assert f"retention deleted {log_start - replay_from} of them" in verdict.describe()
+
+
+def forged(header: object) -> bytes:
+    """A snapshot with streamapp's magic and any JSON for its header, and no valid signature."""
+    head = orjson.dumps(header)
+    return snapshot.MAGIC + len(head).to_bytes(4, "big") + head + bytes(32) + b"payload"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+HEADER_KEYS = ("format", "partition", "offset", "seq", "created", "model", "river", "python",
+               "payload_bytes", "models")  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    blobs=st.lists(
+        st.binary(max_size=64)
+        | st.builds(forged, st.fixed_dictionaries({k: json_values for k in HEADER_KEYS}))
+        | st.builds(  # format 3 itself: a header past the format check, its other fields anything
+            forged,
+            st.fixed_dictionaries({k: st.just(3) if k == "format" else json_values for k in HEADER_KEYS}),
+        )
+        | st.builds(forged, json_values),
+        min_size=1,
+        max_size=2,
+    )
+)
+def test_anything_in_the_changelog_is_listed_as_refused_never_a_crash(blobs: list[bytes]) -> None:
+    """The changelog topic is writable by whoever holds its ACL: the check lists what it finds,
+    with the reason, and only a snapshot that verifies is restored."""
+    table = written(0, [7])  # snapshot #1, in slot 1 of 3
+    table.update({f"p0/{slot}": blob for slot, blob in zip((0, 2), blobs, strict=False)})
+    kept = kept_of(store(table), 0)
+    assert len(kept) == 1 + len(blobs)
+    assert [k for k in kept if k.refused is None] == [Kept(1, 7, river.__version__, None)]
+    assert all(isinstance(k.seq, int) and isinstance(k.offset, int) for k in kept)
+    verdict = Verdict(0, kept, log_start=0, log_end=20)
+    assert verdict.replay_from == 8 and verdict.status in (KEEPS, REPLAYS)
+    assert orjson.dumps(verdict.as_dict()) and verdict.describe()
