@@ -62,16 +62,16 @@ class EventOffsets:
     """The events topic offset an output record answers: a prediction's `offset` field, a dead
     letter's `streamapp.source.offset` header (when its source is the events topic)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, events_ends: dict[int, int]) -> None:
         self.events_topic = settings.events_topic
+        self.events_ends = events_ends
         self.reader = PredictionReader.from_settings(settings)
 
-    async def of_prediction(self, record: ConsumerRecord) -> int | None:
+    async def of_prediction(self, record: ConsumerRecord) -> object:
         doc = await self.reader.doc(record.value)
-        offset = doc.get("offset") if isinstance(doc, dict) else None
-        return offset if isinstance(offset, int) else None
+        return doc.get("offset") if isinstance(doc, dict) else None
 
-    def of_deadletter(self, record: ConsumerRecord) -> int | None:
+    def of_deadletter(self, record: ConsumerRecord) -> object:
         headers = dict(record.headers or ())
         if headers.get("streamapp.source.topic") != self.events_topic.encode():
             return None
@@ -81,14 +81,19 @@ class EventOffsets:
             return None
 
     async def of(self, record: ConsumerRecord, prediction: bool) -> int | None:
-        return await self.of_prediction(record) if prediction else self.of_deadletter(record)
+        """The offset, or None for a record that names none, or one the events topic of its
+        partition does not hold (anyone who may write the topic could have written it)."""
+        offset = await self.of_prediction(record) if prediction else self.of_deadletter(record)
+        if type(offset) is not int or not 0 <= offset < self.events_ends.get(record.partition, 0):
+            return None
+        return offset
 
 
 async def last_answered(settings: Settings, offsets: EventOffsets, partition: int) -> int:
     """The last event offset blue's outputs of the partition answer (-1: none)."""
     last = -1
     for topic, prediction in ((settings.predictions_topic, True), (settings.deadletter_topic, False)):
-        end = await topic_end(settings, topic, partition)
+        end = (await topic_ends(settings, topic))[partition]
         async with aclosing(each_record(settings, topic, partition, max(0, end - TAIL), end)) as tail:
             async for record in tail:
                 answered = await offsets.of(record, prediction)
@@ -97,7 +102,8 @@ async def last_answered(settings: Settings, offsets: EventOffsets, partition: in
     return last
 
 
-async def topic_end(settings: Settings, topic: str, partition: int) -> int:
+async def topic_ends(settings: Settings, topic: str) -> dict[int, int]:
+    """{partition: end offset} of one of the deployment's topics (read_committed)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka_security.bootstrap_servers(settings.broker),
         isolation_level="read_committed",
@@ -105,8 +111,8 @@ async def topic_end(settings: Settings, topic: str, partition: int) -> int:
     )
     await consumer.start()
     try:
-        tp = TopicPartition(topic, partition)
-        return int((await consumer.end_offsets([tp]))[tp])
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        return {tp.partition: int(end) for tp, end in (await consumer.end_offsets(tps)).items()}
     finally:
         await consumer.stop()
 
@@ -161,13 +167,9 @@ async def green_done(settings: Settings, green: Green) -> None:
         await consumer.stop()
 
 
-async def ends_of(settings: Settings, green: Green) -> list[int]:
+async def ends_of(settings: Settings, green: Green) -> list[dict[int, int]]:
     """The end offsets of green's output topics: they must not move while the switch copies."""
-    return [
-        await topic_end(settings, topic, partition)
-        for topic in (green.predictions, green.deadletters)
-        for partition in range(settings.partitions)
-    ]
+    return [await topic_ends(settings, topic) for topic in (green.predictions, green.deadletters)]
 
 
 async def switch(settings: Settings, green: Green) -> dict[int, int]:
@@ -184,7 +186,7 @@ async def switch(settings: Settings, green: Green) -> dict[int, int]:
         raise SwitchRefused("green's group and topics must differ from this deployment's (blue's)")
     await green_done(settings, green)
     before = await ends_of(settings, green)
-    offsets = EventOffsets(settings)
+    offsets = EventOffsets(settings, await topic_ends(settings, settings.events_topic))
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka_security.bootstrap_servers(settings.broker),
         acks="all",

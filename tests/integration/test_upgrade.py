@@ -167,6 +167,9 @@ def test_a_blue_green_upgrade_answers_every_event_once_across_the_switch(tmp_pat
         bad(blue.events_topic, 1, 1)
         green_worker.wait_caught_up(blue.events_topic, PARTITIONS)
         greens.stop("g1")
+        # Records anyone with write access to green's topics could add: none is copied.
+        forged = [b'{"offset": 1000000000000, "partition": 0}', b'{"offset": true}', b"\x00junk", b"[]"]
+        send_raw(green_topics["STREAMAPP_PREDICTIONS_TOPIC"], [(0, b"k", value) for value in forged])
         status, out = streamapp(blue_env, *switch_argv)
         assert status == 0, out
         after_blue = end_offsets(blue.events_topic, PARTITIONS)
