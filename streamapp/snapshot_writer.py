@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 #: the records of every partition bound for one broker into one request, and two 60 MB snapshots
 #: would pass the broker's socket.request.max.bytes (100 MiB by default)
 FLUSH_SNAPSHOTS_OVER = 4 * 1024 * 1024
+#: seconds a child may take before it is killed and its snapshot counted as not written: one at a
+#: time runs, so a hung child would hold back every large partition's snapshot for good (pickling
+#: the largest state allowed, 64 MiB, takes about a second)
+CHILD_TIMEOUT = 300.0
 #: with STREAMAPP_SNAPSHOT_IN=auto, a partition whose last snapshot was this large is snapshotted
 #: in a child (pickling about 1 MB on the loop costs what a fork costs)
 CHILD_OVER = 1024 * 1024
@@ -111,8 +115,10 @@ class SnapshotWriter:
     async def _finish(self, state: PartitionState, child: Child) -> None:
         started = time.monotonic()
         try:
-            blob = await child.result()
-        except ChildFailed as exc:
+            blob = await asyncio.wait_for(child.result(), CHILD_TIMEOUT)
+        except (ChildFailed, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):  # wait_for cancelled the wait: the child is killed
+                exc = ChildFailed(f"the child ran for more than {CHILD_TIMEOUT:g} s and was killed")
             if self.live(state.partition) is state:
                 self.store.not_written(state, exc)
             return

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import orjson
 import pytest
 from faust.types import TP
 
-from streamapp import datasets, producer, snapshot
+from streamapp import datasets, producer, snapshot, snapshot_writer
 from streamapp.partition import PartitionState
 from tests.processor_harness import TOPIC, Harness
 from tests.unit.test_snapshot_child import gone
@@ -106,3 +107,35 @@ def test_a_snapshot_the_child_cannot_make_is_counted_logged_and_tried_again_late
     reasons = [r.getMessage() for r in caplog.records if "SNAPSHOT NOT WRITTEN" in r.getMessage()]
     assert len(reasons) == state.runtime.snapshot_errors
     assert "STREAMAPP_MAX_SNAPSHOT_BYTES" in reasons[0] and "SnapshotError" in reasons[0]
+
+
+def test_a_child_that_hangs_is_killed_and_its_snapshot_counted_as_not_written(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One child runs at a time: a hung one would hold back every large partition's snapshot."""
+
+    def hang(*args: object) -> bytes:
+        time.sleep(3600)
+        return b""
+
+    monkeypatch.setattr(snapshot_writer, "CHILD_TIMEOUT", 0.5)
+    monkeypatch.setattr(snapshot, "encode", hang)  # the child's copy of it, after the fork
+    harness = Harness.build(snapshot_in="child", snapshot_every_events="10")
+    harness.log.extend((value, ()) for value in STREAM[:50])
+
+    async def one_batch() -> int:
+        writer = harness.processor.writer
+        await harness.processor.handle_batch(TP(TOPIC, 0), harness.batch(0), lambda: True)
+        assert writer.running is not None
+        task = writer.running[1]
+        pid: int = task.get_coro().cr_frame.f_locals["child"].pid  # type: ignore[union-attr]
+        await task
+        return pid
+
+    with caplog.at_level(logging.ERROR):
+        pid = asyncio.run(one_batch())
+    assert gone(pid), "the child is killed and reaped"
+    assert harness.processor.writer.running is None, "the next child may start"
+    assert harness.state.runtime.snapshot_errors == 1 and dict(harness.snapshots) == {}
+    (said,) = [r.getMessage() for r in caplog.records if "SNAPSHOT NOT WRITTEN" in r.getMessage()]
+    assert "the child ran for more than 0.5 s and was killed" in said, said
