@@ -234,6 +234,24 @@ def _kafka_running() -> bool:
     return subprocess.run([KAFKA, "status"], capture_output=True).returncode == 0
 
 
+async def _changelog_empty(settings: Any) -> bool:
+    """Whether the broker holds nothing of the snapshot changelog the workers' state continues."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streamapp.kafka_security import bootstrap_servers
+
+    topic = f"{settings.app_id}-snapshots-changelog"
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings.broker))
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return True
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(settings.partitions)])
+        return not any(ends.values())
+    finally:
+        await consumer.stop()
+
+
 def _signing_key() -> str:
     """STREAMAPP_SIGNING_KEY if set, else the demo's own key in data/signing.key (made once,
     readable by this user only): workers refuse to start without one."""
@@ -315,8 +333,9 @@ def main() -> int:
             print(f"streamapp: configuration error: {exc}", file=sys.stderr)
             return 2
         ports = [settings.web_port + i for i in range(workers)]
-        if started_kafka:
-            # A fresh broker has none of the old changelogs: old worker state would not match it.
+        if started_kafka or asyncio.run(_changelog_empty(settings)):
+            # A fresh broker (started here, or reset since the last run) has none of the old
+            # changelogs: old worker state would not match it (Faust's ConsistencyError).
             for old in (*(ROOT / "data").glob("worker-*"), *(ROOT / "data").glob("avro-worker-*")):
                 if old.is_dir():
                     shutil.rmtree(old)
