@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 from faust.types.auth import CredentialsT
@@ -80,6 +83,23 @@ def aiokafka_auth(settings: Settings) -> dict[str, Any]:
         kwargs["sasl_plain_username"] = settings.sasl_username
         kwargs["sasl_plain_password"] = settings.sasl_password.reveal()
     return kwargs
+
+
+@asynccontextmanager
+async def consumer(settings: Settings, **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer of the deployment's brokers with its credentials, for the commands that
+    read topics themselves (replay, snapshots check, switch); it commits nothing by itself."""
+    client = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings.broker),
+        enable_auto_commit=False,
+        **options,
+        **aiokafka_auth(settings),
+    )
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
 
 
 def describe(settings: Settings) -> str:

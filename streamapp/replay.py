@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from faust.types import TP
 
 from streamapp import audit, kafka_security, records, snapshot
@@ -125,15 +125,11 @@ async def each_record(
 ) -> AsyncGenerator[ConsumerRecord, None]:
     """The committed records of one topic partition, read without a group: from `start` (or the
     first one of record time `since_ms` or later) up to `stop` (default: its end)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_security.bootstrap_servers(settings.broker),
-        enable_auto_commit=False,
+    async with kafka_security.consumer(
+        settings,
         auto_offset_reset="earliest",  # from a start that retention deleted: the log's first record
         isolation_level="read_committed",  # a record of an aborted transaction never counts
-        **kafka_security.aiokafka_auth(settings),
-    )
-    await consumer.start()
-    try:
+    ) as consumer:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]  # the last stable offset, read_committed
@@ -148,8 +144,6 @@ async def each_record(
                 for record in batch:
                     if record.offset < end:
                         yield record
-    finally:
-        await consumer.stop()
 
 
 async def read_partition(settings: Settings, topic: str, partition: int) -> list[ConsumerRecord]:
@@ -160,6 +154,11 @@ async def read_partition(settings: Settings, topic: str, partition: int) -> list
 
 async def _nothing(*args: object) -> None:
     return None
+
+
+def snapshot_changelog(settings: Settings) -> str:
+    """The topic of the snapshot table's changelog: Faust names it after the app and table."""
+    return f"{settings.app_id}-snapshots-changelog"
 
 
 def changelog_table(changelog: Iterable[ConsumerRecord]) -> MemoryTable:
@@ -315,8 +314,7 @@ def failed(partition: int, offset: int, why: audit.NotReproducible) -> Report:
 
 async def replay(settings: Settings, partition: int, offsets: Sequence[int]) -> list[Report]:
     """One report per offset, in offset order, the snapshots read from the changelog topic."""
-    changelog = f"{settings.app_id}-snapshots-changelog"
-    table = changelog_table(await read_partition(settings, changelog, partition))
+    table = changelog_table(await read_partition(settings, snapshot_changelog(settings), partition))
     source = TP(settings.events_topic, partition)
     outcomes = await replay_partition(settings, table, source, offsets)
     return [

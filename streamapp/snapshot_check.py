@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from streamapp import kafka_security, snapshot
 from streamapp.application import source_filter
-from streamapp.replay import changelog_table, read_partition
+from streamapp.replay import changelog_table, read_partition, snapshot_changelog
 from streamapp.settings import Settings
 from streamapp.snapshot_store import SnapshotStore, snapshot_key
 
@@ -65,6 +65,10 @@ class Verdict:
         return 0 if restored is None else restored.offset + 1
 
     @property
+    def events_to_replay(self) -> int:
+        return max(0, self.log_end - self.replay_from)
+
+    @property
     def status(self) -> int:
         if self.replay_from < self.log_start:
             return LOSES
@@ -74,7 +78,6 @@ class Verdict:
 
     def describe(self) -> str:
         restored = self.restored
-        replay = max(0, self.log_end - self.replay_from)
         if not self.kept:
             told = "no snapshot"
         elif restored is None:
@@ -89,7 +92,7 @@ class Verdict:
             else ""
         )
         return (
-            f"partition {self.partition}: {told}, then replays {replay} events from offset "
+            f"partition {self.partition}: {told}, then replays {self.events_to_replay} events from offset "
             f"{self.replay_from}{end}" + (f" [{refused}]" if refused else "")
         )
 
@@ -100,7 +103,7 @@ class Verdict:
             "status": ("keeps", "replays", "loses")[self.status],
             "restores": None if restored is None else restored.seq,
             "replay_from": self.replay_from,
-            "events_to_replay": max(0, self.log_end - self.replay_from),
+            "events_to_replay": self.events_to_replay,
             "log_start": self.log_start,
             "log_end": self.log_end,
             "kept": [k.__dict__ for k in self.kept],
@@ -143,13 +146,7 @@ def claimed(blob: bytes, refused: str) -> Kept:
 
 async def source_offsets(settings: Settings) -> dict[int, tuple[int, int]]:
     """{partition: (first offset held, end offset)} of the topic the models' offsets count in."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_security.bootstrap_servers(settings.broker),
-        enable_auto_commit=False,
-        **kafka_security.aiokafka_auth(settings),
-    )
-    await consumer.start()
-    try:
+    async with kafka_security.consumer(settings) as consumer:
         is_source = source_filter(settings)
         topics = [topic for topic in await consumer.topics() if is_source(topic)]
         if len(topics) != 1:
@@ -161,12 +158,10 @@ async def source_offsets(settings: Settings) -> dict[int, tuple[int, int]]:
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         return {tp.partition: (starts[tp], ends[tp]) for tp in tps}
-    finally:
-        await consumer.stop()
 
 
 async def check(settings: Settings) -> list[Verdict]:
-    changelog = f"{settings.app_id}-snapshots-changelog"
+    changelog = snapshot_changelog(settings)
     offsets = await source_offsets(settings)
     verdicts = []
     for partition in range(settings.partitions):
@@ -179,7 +174,7 @@ async def check(settings: Settings) -> list[Verdict]:
 
 def summary(verdicts: Sequence[Verdict]) -> str:
     worst = max((v.status for v in verdicts), default=KEEPS)
-    replay = sum(max(0, v.log_end - v.replay_from) for v in verdicts)
+    replay = sum(v.events_to_replay for v in verdicts)
     return (
         "every partition keeps its newest snapshot: a rolling update keeps every model",
         f"some partitions restart from an older snapshot or a new model; {replay} events to replay, "

@@ -21,7 +21,7 @@ import asyncio
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from streamapp import kafka_security
@@ -51,10 +51,9 @@ class Green:
 
 @dataclass(frozen=True)
 class Output:
-    """One output record of a partition, with the event offset it answers."""
+    """One of green's output records, and where its copy goes."""
 
-    event_offset: int
-    topic: str  # where it goes: blue's predictions or dead-letter topic
+    topic: str  # blue's predictions or dead-letter topic
     record: ConsumerRecord
 
 
@@ -89,11 +88,13 @@ class EventOffsets:
         return offset
 
 
-async def last_answered(settings: Settings, offsets: EventOffsets, partition: int) -> int:
+async def last_answered(
+    settings: Settings, offsets: EventOffsets, blue_ends: dict[str, dict[int, int]], partition: int
+) -> int:
     """The last event offset blue's outputs of the partition answer (-1: none)."""
     last = -1
     for topic, prediction in ((settings.predictions_topic, True), (settings.deadletter_topic, False)):
-        end = (await topic_ends(settings, topic))[partition]
+        end = blue_ends[topic][partition]
         async with aclosing(each_record(settings, topic, partition, max(0, end - TAIL), end)) as tail:
             async for record in tail:
                 answered = await offsets.of(record, prediction)
@@ -104,17 +105,9 @@ async def last_answered(settings: Settings, offsets: EventOffsets, partition: in
 
 async def topic_ends(settings: Settings, topic: str) -> dict[int, int]:
     """{partition: end offset} of one of the deployment's topics (read_committed)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_security.bootstrap_servers(settings.broker),
-        isolation_level="read_committed",
-        **kafka_security.aiokafka_auth(settings),
-    )
-    await consumer.start()
-    try:
+    async with kafka_security.consumer(settings, isolation_level="read_committed") as consumer:
         tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
         return {tp.partition: int(end) for tp, end in (await consumer.end_offsets(tps)).items()}
-    finally:
-        await consumer.stop()
 
 
 async def green_outputs(
@@ -132,21 +125,14 @@ async def green_outputs(
             async for record in written:
                 answered = await offsets.of(record, prediction)
                 if answered is not None and answered > after and answered not in found:
-                    found[answered] = Output(answered, target, record)
+                    found[answered] = Output(target, record)
     return [found[offset] for offset in sorted(found)]
 
 
 async def green_done(settings: Settings, green: Green) -> None:
     """Green's group has applied every event and has no member left, or SwitchRefused: a green
     still running would write outputs past the ones copied, onto its own topics."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_security.bootstrap_servers(settings.broker),
-        group_id=green.app_id,
-        enable_auto_commit=False,
-        **kafka_security.aiokafka_auth(settings),
-    )
-    await consumer.start()
-    try:
+    async with kafka_security.consumer(settings, group_id=green.app_id) as consumer:
         tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
         ends = await consumer.end_offsets(tps)
         committed = {tp: await consumer.committed(tp) or 0 for tp in tps}
@@ -163,8 +149,6 @@ async def green_done(settings: Settings, green: Green) -> None:
             await consumer.commit({tp: offset for tp, offset in committed.items()})
         except CommitFailedError:
             raise SwitchRefused(f"green ({green.app_id}) still runs: stop its workers, then switch") from None
-    finally:
-        await consumer.stop()
 
 
 async def ends_of(settings: Settings, green: Green) -> list[dict[int, int]]:
@@ -187,6 +171,8 @@ async def switch(settings: Settings, green: Green) -> dict[int, int]:
     await green_done(settings, green)
     before = await ends_of(settings, green)
     offsets = EventOffsets(settings, await topic_ends(settings, settings.events_topic))
+    blue = (settings.predictions_topic, settings.deadletter_topic)
+    blue_ends = {topic: await topic_ends(settings, topic) for topic in blue}
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka_security.bootstrap_servers(settings.broker),
         acks="all",
@@ -198,7 +184,7 @@ async def switch(settings: Settings, green: Green) -> dict[int, int]:
     copied: dict[int, int] = {}
     try:
         for partition in range(settings.partitions):
-            after = await last_answered(settings, offsets, partition)
+            after = await last_answered(settings, offsets, blue_ends, partition)
             outputs = await green_outputs(settings, green, offsets, partition, after)
             sent = []
             for output in outputs:

@@ -236,20 +236,17 @@ def _kafka_running() -> bool:
 
 async def _changelog_empty(settings: Any) -> bool:
     """Whether the broker holds nothing of the snapshot changelog the workers' state continues."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    from streamapp.kafka_security import bootstrap_servers
+    from streamapp import kafka_security
+    from streamapp.replay import snapshot_changelog
 
-    topic = f"{settings.app_id}-snapshots-changelog"
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings.broker))
-    await consumer.start()
-    try:
+    topic = snapshot_changelog(settings)
+    async with kafka_security.consumer(settings) as consumer:
         if topic not in await consumer.topics():
             return True
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(settings.partitions)])
         return not any(ends.values())
-    finally:
-        await consumer.stop()
 
 
 def _signing_key() -> str:

@@ -193,6 +193,32 @@ def test_every_series_is_exported(exported: set[str]) -> None:
     assert series_problems(rule_groups(COMPONENT / "rules.yaml"), exported) == []
 
 
+def runbook_queries(runbooks: Path) -> list[tuple[str, str]]:
+    """(runbook, query) for each line of the runbooks' ```promql blocks: one query a line, as an
+    on-call engineer pastes them."""
+    found = []
+    for path in sorted(runbooks.glob("*.md")):
+        inside = False
+        for line in path.read_text().splitlines():
+            if line.startswith("```"):
+                inside = line == "```promql"
+            elif inside and line.strip():
+                found.append((path.name, line.strip()))
+    return found
+
+
+def test_every_runbook_query_parses_and_selects_exported_series(exported: set[str]) -> None:
+    """A runbook's query is pasted at 3 a.m.: a typo or a renamed metric would answer nothing."""
+    queries = runbook_queries(RUNBOOKS)
+    assert {runbook for runbook, _ in queries} == set(RUNBOOK_FILES.values())
+    problems = [
+        f"{runbook}: {q}: {sorted(bad)}" for runbook, q in queries if (bad := unknown_series(q, exported))
+    ]
+    assert problems == []
+    with pytest.raises(ValueError):  # promql-parser's syntax error
+        unknown_series(queries[0][1] + " +", exported)
+
+
 def test_every_alert_has_a_severity_a_summary_and_its_runbook() -> None:
     """Each alert's runbook_url names its file in docs/runbooks/ (worker-down.md, ...), which exists."""
     groups = rule_groups(COMPONENT / "rules.yaml")
